@@ -1,0 +1,1 @@
+"""Training engine: loop, optimizers and schedules, checkpoints."""

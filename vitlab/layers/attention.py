@@ -1,0 +1,76 @@
+"""Multi-head self-attention with a fused path and a hookable explicit path.
+
+By default attention runs through ``F.scaled_dot_product_attention`` (fused kernels, no T x T
+matrix kept). When anyone needs the attention probabilities, the explicit path computes
+``softmax(q k^T / sqrt(d))`` in the named submodule :attr:`Attention.attend`, whose output a
+forward hook can read. The explicit path is taken automatically when a hook is registered on
+``attend`` (this is how :mod:`vitlab.analysis` and ``forward_intermediates(return_attn=True)``
+capture maps), or always when ``fused`` is False. Both paths compute the same function.
+
+Subclasses (DeepViT's re-attention) change what happens to the probabilities by overriding
+:meth:`Attention.transform_attn`; they are still found by ``isinstance(m, Attention)``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention (ViT paper, Eq. 5-7 of appendix A).
+
+    Args:
+        dim: token width D.
+        num_heads: number of heads H; D must be divisible by H.
+        qkv_bias: bias on the q, k, v projections (the ViT paper uses one).
+        attn_drop: dropout on the attention probabilities.
+        proj_drop: dropout after the output projection.
+        fused: use ``scaled_dot_product_attention`` when no maps are requested.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        fused: bool = True,
+    ) -> None:
+        super().__init__()
+        if dim % num_heads != 0:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.fused = fused
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.attend = nn.Softmax(dim=-1)  # named so hooks can read the (B, H, T, T) probabilities
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def wants_maps(self) -> bool:
+        """True when the explicit path must run: fused is off or a hook watches ``attend``."""
+        return not self.fused or bool(self.attend._forward_hooks) or bool(self.attend._forward_pre_hooks)
+
+    def transform_attn(self, attn: torch.Tensor) -> torch.Tensor:
+        """Hook point for subclasses: (B, H, T, T) probabilities -> (B, H, T, T). Identity here."""
+        return attn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, T, D) -> (B, T, D)."""
+        B, T, D = x.shape
+        qkv = self.qkv(x).reshape(B, T, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # each (B, H, T, hd)
+        if self.wants_maps() or type(self).transform_attn is not Attention.transform_attn:
+            attn = self.attend((q * self.scale) @ k.transpose(-2, -1))  # (B, H, T, T)
+            attn = self.attn_drop(self.transform_attn(attn))
+            out = attn @ v
+        else:
+            p = self.attn_drop.p if self.training else 0.0
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+        out = out.transpose(1, 2).reshape(B, T, D)  # (B, T, H * hd)
+        return self.proj_drop(self.proj(out))

@@ -1,0 +1,7 @@
+"""Model families. Importing this package registers the built-in models."""
+
+from vitlab.models import vit_presets  # noqa: F401  (registers the ViT family)
+from vitlab.models.vit import Block, VisionTransformer, build_vit
+from vitlab.models.vit_config import ViTConfig
+
+__all__ = ["Block", "ViTConfig", "VisionTransformer", "build_vit"]

@@ -1,0 +1,358 @@
+"""The Vision Transformer (Dosovitskiy et al. 2021, "An Image is Worth 16x16 Words").
+
+Image -> patch tokens -> [class] token prepended -> position embeddings added -> pre-norm
+Transformer encoder -> final LayerNorm -> head on the class token (or on the token mean).
+
+The attention layer and the token-embedding layer are injected (``attn_layer``, ``embed_layer``),
+so DeepViT (re-attention) and the hybrid (ResNet-feature tokens) are this class with other layers,
+not copies of it. :func:`build_vit` turns a :class:`ViTConfig` into constructor arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from vitlab.layers import Attention, ConvStemEmbed, DropPath, Mlp, PatchEmbed, TokenEmbed, to_2tuple
+from vitlab.layers.mlp import Activation
+from vitlab.layers.pos_embed import ResampleMethod, resample_pos_embed, sincos_2d
+from vitlab.models.vit_config import ViTConfig
+
+
+class Block(nn.Module):
+    """Pre-norm Transformer block: x + MSA(LN(x)), then x + MLP(LN(x)) (ViT paper, Eq. 2-3)."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_dim: int,
+        qkv_bias: bool = True,
+        norm_eps: float = 1e-6,
+        act: Activation = "gelu",
+        drop: float = 0.0,
+        attn_drop: float = 0.0,
+        drop_path: float = 0.0,
+        attn_layer: type[Attention] = Attention,
+    ) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.attn = attn_layer(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop)
+        self.drop_path1 = DropPath(drop_path)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = Mlp(dim, mlp_dim, act=act, drop=drop)
+        self.drop_path2 = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, T, D) -> (B, T, D)."""
+        x = x + self.drop_path1(self.attn(self.norm1(x)))
+        return x + self.drop_path2(self.mlp(self.norm2(x)))
+
+
+class VisionTransformer(nn.Module):
+    """ViT classifier with the common vitlab face (see DESIGN.md, rule 2).
+
+    Args:
+        img_size: input (H, W) or side; each divisible by ``patch_size``.
+        patch_size: patch side P.
+        in_chans: input channels.
+        num_classes: classes of the head; 0 leaves the head out (features only).
+        embed_dim, depth, num_heads, mlp_dim: width D, blocks L, heads H, MLP hidden width.
+        qkv_bias, norm_eps, act: numerics of the blocks (paper: bias, 1e-6, exact GELU).
+        class_token: prepend a learnable [class] token.
+        global_pool: ``"token"`` (class token) or ``"avg"`` (mean of the patch tokens).
+        fc_norm: apply the final LayerNorm after pooling instead of to every token.
+        pos_embed: ``"learn"`` (1-D learned), ``"sincos"`` (fixed 2-D) or ``"none"``.
+        drop_rate: dropout after the position embedding and in every block's MLP / projection.
+        attn_drop_rate: dropout on attention probabilities.
+        drop_path_rate: stochastic depth, rising linearly to this value over the blocks.
+        head_drop_rate: dropout before the classifier.
+        representation_size: width of the paper's pre-logits layer (Linear + tanh), or None.
+        embed_layer: factory ``(img_size, patch_size, in_chans, embed_dim) -> TokenEmbed``.
+        attn_layer: attention class, :class:`Attention` or a subclass; or a per-block sequence.
+    """
+
+    def __init__(
+        self,
+        img_size: int | tuple[int, int] = 224,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_dim: int = 3072,
+        qkv_bias: bool = True,
+        norm_eps: float = 1e-6,
+        act: Activation = "gelu",
+        class_token: bool = True,
+        global_pool: str = "token",
+        fc_norm: bool = False,
+        pos_embed: str = "learn",
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        head_drop_rate: float = 0.0,
+        representation_size: int | None = None,
+        embed_layer: Callable[..., TokenEmbed] = PatchEmbed,
+        attn_layer: type[Attention] | Sequence[type[Attention]] = Attention,
+    ) -> None:
+        super().__init__()
+        if global_pool not in ("token", "avg"):
+            raise ValueError(f"global_pool must be 'token' or 'avg', got {global_pool!r}")
+        if global_pool == "token" and not class_token:
+            raise ValueError("global_pool='token' needs class_token=True")
+        if pos_embed not in ("learn", "sincos", "none"):
+            raise ValueError(f"pos_embed must be 'learn', 'sincos' or 'none', got {pos_embed!r}")
+        self.num_classes = num_classes
+        self.global_pool = global_pool
+        self.embed_dim = self.num_features = embed_dim
+        self.num_prefix_tokens = 1 if class_token else 0
+        self.pos_embed_type = pos_embed
+
+        self.patch_embed = embed_layer(to_2tuple(img_size), patch_size, in_chans, embed_dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
+        n_pos = self.num_prefix_tokens + self.patch_embed.num_patches
+        if pos_embed == "learn":
+            self.pos_embed: nn.Parameter | None = nn.Parameter(torch.zeros(1, n_pos, embed_dim))
+        else:
+            self.pos_embed = None
+            self.register_buffer("pos_embed_fixed", self._fixed_pos_embed(), persistent=False)
+        self.pos_drop = nn.Dropout(drop_rate)
+
+        attn_layers = list(attn_layer) if isinstance(attn_layer, Sequence) else [attn_layer] * depth
+        if len(attn_layers) != depth:
+            raise ValueError(f"got {len(attn_layers)} attention layers for {depth} blocks")
+        dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
+        self.blocks = nn.ModuleList(
+            Block(embed_dim, num_heads, mlp_dim, qkv_bias, norm_eps, act, drop_rate, attn_drop_rate, dpr[i], attn_layers[i])
+            for i in range(depth)
+        )
+        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps) if not fc_norm else nn.Identity()
+        self.fc_norm = nn.LayerNorm(embed_dim, eps=norm_eps) if fc_norm else nn.Identity()
+        if representation_size:
+            self.pre_logits: nn.Module = nn.Sequential(nn.Linear(embed_dim, representation_size), nn.Tanh())
+            self.num_features = representation_size
+        else:
+            self.pre_logits = nn.Identity()
+        self.head_drop = nn.Dropout(head_drop_rate)
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.config: ViTConfig | None = None  # set by build_vit; kept in sync by the methods below
+        self.init_weights()
+
+    # ----------------------------------------------------------------------------- set-up
+    def _fixed_pos_embed(self) -> torch.Tensor:
+        """(1, T, D) fixed table: zeros for prefix tokens, 2-D sin-cos (or zeros) on the grid."""
+        grid = self.patch_embed.grid_size
+        if self.pos_embed_type == "sincos":
+            table = sincos_2d(grid, self.embed_dim)
+        else:
+            table = torch.zeros(grid[0] * grid[1], self.embed_dim)
+        prefix = torch.zeros(self.num_prefix_tokens, self.embed_dim)
+        return torch.cat([prefix, table], 0)[None]
+
+    def init_weights(self) -> None:
+        """Truncated-normal linears and position embedding, tiny class token, zero head (paper)."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        if self.pos_embed is not None:
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        if self.cls_token is not None:
+            nn.init.normal_(self.cls_token, std=1e-6)
+        if isinstance(self.head, nn.Linear):
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+
+    def _update_config(self, **changes: Any) -> None:
+        if self.config is not None:
+            self.config = dataclasses.replace(self.config, **changes)
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Replace the head with a freshly initialised one for ``num_classes`` (0: no head)."""
+        if global_pool is not None:
+            if global_pool not in ("token", "avg") or (global_pool == "token" and self.cls_token is None):
+                raise ValueError(f"invalid global_pool {global_pool!r} for this model")
+            self.global_pool = global_pool
+        self.num_classes = num_classes
+        ref = next(self.parameters())
+        self.head = nn.Linear(self.num_features, num_classes, device=ref.device, dtype=ref.dtype) if num_classes > 0 else nn.Identity()
+        if isinstance(self.head, nn.Linear):
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+        self._update_config(num_classes=num_classes, global_pool=self.global_pool)
+
+    def set_input_size(
+        self, img_size: int | tuple[int, int], method: ResampleMethod = "bicubic", antialias: bool = True
+    ) -> None:
+        """Run at a new resolution; learned position embeddings are resampled in 2-D.
+
+        Setting the current size again changes nothing.
+        """
+        img_size = to_2tuple(img_size)
+        old_grid = self.patch_embed.grid_size
+        self.patch_embed.set_input_size(img_size)  # validates divisibility first
+        new_grid = self.patch_embed.grid_size
+        if self.pos_embed is not None:
+            with torch.no_grad():
+                new = resample_pos_embed(self.pos_embed.data, new_grid, old_grid, self.num_prefix_tokens, method, antialias)
+            self.pos_embed = nn.Parameter(new, requires_grad=self.pos_embed.requires_grad)
+        else:
+            ref = self.pos_embed_fixed
+            self.pos_embed_fixed = self._fixed_pos_embed().to(device=ref.device, dtype=ref.dtype)
+        self._update_config(img_size=img_size)
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        return self.patch_embed.grid_size
+
+    @property
+    def attention_layers(self) -> list[Attention]:
+        """Every attention layer, found by base class (so subclasses such as ReAttention too)."""
+        return [m for m in self.modules() if isinstance(m, Attention)]
+
+    # ----------------------------------------------------------------------------- forward
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, C, H, W) -> tokens (B, prefix + N, D) with position embeddings added."""
+        x = self.patch_embed(x)
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        pos = self.pos_embed if self.pos_embed is not None else self.pos_embed_fixed
+        return self.pos_drop(x + pos.to(x.dtype))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, C, H, W) -> normalised tokens (B, prefix + N, D)."""
+        x = self.embed(x)
+        for blk in self.blocks:
+            x = blk(x)
+        return self.norm(x)
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """tokens (B, T, D) -> (B, D): the class token or the mean of the patch tokens."""
+        if self.global_pool == "avg":
+            return x[:, self.num_prefix_tokens :].mean(dim=1)
+        return x[:, 0]
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """tokens (B, T, D) -> logits (B, num_classes), or the pooled features (B, F) if pre_logits."""
+        x = self.pre_logits(self.fc_norm(self.pool(x)))
+        if pre_logits:
+            return x
+        return self.head(self.head_drop(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, C, H, W) -> logits (B, num_classes)."""
+        return self.forward_head(self.forward_features(x))
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        return_attn: bool = False,
+    ) -> dict[str, Any]:
+        """Run the model and return what happens inside it.
+
+        Args:
+            x: (B, C, H, W) images.
+            indices: blocks to report: None for all, an int n for the last n, or a list of block
+                indices (negative counts from the end).
+            return_attn: also return attention probabilities of those blocks (explicit path).
+
+        Returns:
+            dict with stable keys:
+              ``indices``: list[int] of the reported blocks (non-negative);
+              ``embed``: (B, T, D) tokens entering block 0;
+              ``blocks``: list of (B, T, D) outputs of the reported blocks (before the final norm);
+              ``attn``: list of (B, H, T, T) attention probabilities (empty unless return_attn);
+              ``features``: (B, T, D) final normalised tokens; ``pre_logits``: (B, F);
+              ``logits``: (B, num_classes); ``grid_size``: (gh, gw);
+              ``num_prefix_tokens``: int. T = num_prefix_tokens + gh * gw.
+        """
+        depth = len(self.blocks)
+        wanted = _resolve_indices(indices, depth)
+        maps: dict[int, torch.Tensor] = {}
+        handles = []
+        if return_attn:
+            for i in wanted:
+                attn = self.blocks[i].attn
+                handles.append(attn.attend.register_forward_hook(_store_into(maps, i)))
+        try:
+            h = self.embed(x)
+            embed_out, outs = h, []
+            for i, blk in enumerate(self.blocks):
+                h = blk(h)
+                if i in wanted:
+                    outs.append(h)
+        finally:
+            for handle in handles:
+                handle.remove()
+        feats = self.norm(h)
+        pre = self.forward_head(feats, pre_logits=True)
+        return {
+            "indices": wanted,
+            "embed": embed_out,
+            "blocks": outs,
+            "attn": [maps[i] for i in wanted] if return_attn else [],
+            "features": feats,
+            "pre_logits": pre,
+            "logits": self.head(self.head_drop(pre)),
+            "grid_size": self.patch_embed.grid_size,
+            "num_prefix_tokens": self.num_prefix_tokens,
+        }
+
+
+def _resolve_indices(indices: int | Sequence[int] | None, depth: int) -> list[int]:
+    if indices is None:
+        return list(range(depth))
+    if isinstance(indices, int):
+        if not 0 < indices <= depth:
+            raise ValueError(f"indices={indices}: expected 1..{depth} last blocks")
+        return list(range(depth - indices, depth))
+    out = []
+    for i in indices:
+        j = i + depth if i < 0 else i
+        if not 0 <= j < depth:
+            raise ValueError(f"block index {i} out of range for depth {depth}")
+        out.append(j)
+    return sorted(set(out))
+
+
+def _store_into(store: dict[int, torch.Tensor], key: int) -> Callable:
+    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        store[key] = output.detach()
+
+    return hook
+
+
+def build_vit(cfg: ViTConfig) -> VisionTransformer:
+    """Construct a :class:`VisionTransformer` from a config; the only reader of ViTConfig."""
+    cfg.validate()
+    if cfg.stem == "conv":
+        channels = tuple(cfg.stem_channels)
+
+        def embed_layer(img_size: tuple[int, int], patch_size: int, in_chans: int, embed_dim: int) -> TokenEmbed:
+            return ConvStemEmbed(img_size, patch_size, in_chans, embed_dim, channels)
+    else:
+        embed_layer = PatchEmbed
+    model = VisionTransformer(
+        img_size=cfg.img_size, patch_size=cfg.patch_size, in_chans=cfg.in_chans, num_classes=cfg.num_classes,
+        embed_dim=cfg.embed_dim, depth=cfg.depth, num_heads=cfg.num_heads, mlp_dim=cfg.mlp_dim,
+        qkv_bias=cfg.qkv_bias, norm_eps=cfg.norm_eps, act=cfg.act, class_token=cfg.class_token,
+        global_pool=cfg.global_pool, fc_norm=cfg.fc_norm, pos_embed=cfg.pos_embed, drop_rate=cfg.drop_rate,
+        attn_drop_rate=cfg.attn_drop_rate, drop_path_rate=cfg.drop_path_rate, head_drop_rate=cfg.head_drop_rate,
+        representation_size=cfg.representation_size, embed_layer=embed_layer,
+    )
+    model.config = cfg
+    return model
+
+
+def mlp_dim_for(embed_dim: int, ratio: float) -> int:
+    """MLP hidden width for a ratio (4.0 in the paper's variants)."""
+    return int(math.floor(embed_dim * ratio))

@@ -1,0 +1,89 @@
+"""Typed configuration of a Vision Transformer; serialised into every checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from vitlab.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ViTConfig:
+    """Everything needed to rebuild a ViT; see :class:`vitlab.models.vit.VisionTransformer`."""
+
+    img_size: tuple[int, int] = (224, 224)
+    patch_size: int = 16
+    in_chans: int = 3
+    num_classes: int = 1000
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_dim: int = 3072
+    qkv_bias: bool = True
+    norm_eps: float = 1e-6
+    act: Literal["gelu", "gelu_tanh", "relu"] = "gelu"
+    class_token: bool = True
+    global_pool: Literal["token", "avg"] = "token"
+    fc_norm: bool = False
+    pos_embed: Literal["learn", "sincos", "none"] = "learn"
+    stem: Literal["patch", "conv"] = "patch"
+    stem_channels: tuple[int, ...] = ()
+    drop_rate: float = 0.0
+    attn_drop_rate: float = 0.0
+    drop_path_rate: float = 0.0
+    head_drop_rate: float = 0.0
+    representation_size: int | None = None
+    # Preprocessing the model expects; travels with checkpoints so eval / predict need nothing else.
+    mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    std: tuple[float, ...] = (0.5, 0.5, 0.5)
+    crop_pct: float = 0.875
+    interpolation: Literal["bilinear", "bicubic", "nearest"] = "bicubic"
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the field when the combination cannot be built."""
+        h, w = self.img_size
+        if h % self.patch_size or w % self.patch_size:
+            raise ConfigError(f"img_size {h}x{w} is not divisible by patch_size {self.patch_size}")
+        if self.embed_dim % self.num_heads:
+            raise ConfigError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        if self.global_pool == "token" and not self.class_token:
+            raise ConfigError("global_pool 'token' needs class_token: true")
+        if self.pos_embed == "sincos" and self.embed_dim % 4:
+            raise ConfigError(f"pos_embed 'sincos' needs embed_dim divisible by 4, got {self.embed_dim}")
+        if self.stem == "conv" and 2 ** len(self.stem_channels) != self.patch_size:
+            raise ConfigError(f"stem_channels {self.stem_channels} downsample by {2 ** len(self.stem_channels)}, "
+                              f"not by patch_size {self.patch_size}")
+        if len(self.mean) != self.in_chans or len(self.std) != self.in_chans:
+            raise ConfigError(f"mean/std have {len(self.mean)}/{len(self.std)} entries for in_chans {self.in_chans}")
+        for name in ("drop_rate", "attn_drop_rate", "drop_path_rate", "head_drop_rate"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+
+    def replace(self, **overrides: Any) -> ViTConfig:
+        """A copy with fields overridden; unknown names raise ConfigError listing the valid ones."""
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise ConfigError(f"unknown model option(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
+        fixed = dict(overrides)
+        if "img_size" in fixed:
+            size = fixed["img_size"]
+            fixed["img_size"] = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
+        for key in ("stem_channels", "mean", "std"):
+            if key in fixed:
+                fixed[key] = tuple(fixed[key])
+        if "in_chans" in fixed and "mean" not in fixed and len(self.mean) != fixed["in_chans"]:
+            fixed["mean"] = (self.mean[0],) * fixed["in_chans"]
+            fixed["std"] = (self.std[0],) * fixed["in_chans"]
+        return dataclasses.replace(self, **fixed)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict (tuples become lists)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ViTConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise ConfigError."""
+        return cls().replace(**data)

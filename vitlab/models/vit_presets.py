@@ -1,0 +1,169 @@
+"""Registered ViT variants under timm's names.
+
+Paper sizes (ViT paper, Table 1): Ti / S / B / L / H = width 192 / 384 / 768 / 1024 / 1280,
+depth 12 / 12 / 12 / 24 / 32, heads 3 / 6 / 12 / 16 / 16, MLP 768 / 1536 / 3072 / 4096 / 5120.
+The ``*_28`` and ``*_32`` variants are small models for 28x28 (MNIST) and 32x32 (CIFAR) inputs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vitlab.models.vit import VisionTransformer, build_vit
+from vitlab.models.vit_config import ViTConfig
+from vitlab.registry import register_model
+
+_SIZES: dict[str, dict[str, int]] = {
+    "tiny": dict(embed_dim=192, depth=12, num_heads=3, mlp_dim=768),
+    "small": dict(embed_dim=384, depth=12, num_heads=6, mlp_dim=1536),
+    "base": dict(embed_dim=768, depth=12, num_heads=12, mlp_dim=3072),
+    "large": dict(embed_dim=1024, depth=24, num_heads=16, mlp_dim=4096),
+    "huge": dict(embed_dim=1280, depth=32, num_heads=16, mlp_dim=5120),
+}
+
+_MNIST = dict(in_chans=1, num_classes=10, mean=(0.1307,), std=(0.3081,), crop_pct=1.0, interpolation="bilinear")
+_CIFAR = dict(in_chans=3, num_classes=10, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616),
+              crop_pct=1.0, interpolation="bilinear")
+
+
+def _vit(size: str, patch: int, img: int, overrides: dict[str, Any], **defaults: Any) -> VisionTransformer:
+    cfg = ViTConfig(img_size=(img, img), patch_size=patch, **_SIZES[size]).replace(**defaults)
+    return build_vit(cfg.replace(**overrides))
+
+
+@register_model
+def vit_tiny_patch16_224(**kw: Any) -> VisionTransformer:
+    """ViT-Ti/16 at 224."""
+    return _vit("tiny", 16, 224, kw)
+
+
+@register_model
+def vit_tiny_patch16_384(**kw: Any) -> VisionTransformer:
+    """ViT-Ti/16 at 384."""
+    return _vit("tiny", 16, 384, kw, crop_pct=1.0)
+
+
+@register_model
+def vit_small_patch8_224(**kw: Any) -> VisionTransformer:
+    """ViT-S/8 at 224."""
+    return _vit("small", 8, 224, kw)
+
+
+@register_model
+def vit_small_patch16_224(**kw: Any) -> VisionTransformer:
+    """ViT-S/16 at 224."""
+    return _vit("small", 16, 224, kw)
+
+
+@register_model
+def vit_small_patch16_384(**kw: Any) -> VisionTransformer:
+    """ViT-S/16 at 384."""
+    return _vit("small", 16, 384, kw, crop_pct=1.0)
+
+
+@register_model
+def vit_small_patch32_224(**kw: Any) -> VisionTransformer:
+    """ViT-S/32 at 224."""
+    return _vit("small", 32, 224, kw)
+
+
+@register_model
+def vit_base_patch8_224(**kw: Any) -> VisionTransformer:
+    """ViT-B/8 at 224."""
+    return _vit("base", 8, 224, kw)
+
+
+@register_model
+def vit_base_patch16_224(**kw: Any) -> VisionTransformer:
+    """ViT-B/16 at 224 (the paper's ViT-B/16)."""
+    return _vit("base", 16, 224, kw)
+
+
+@register_model
+def vit_base_patch16_384(**kw: Any) -> VisionTransformer:
+    """ViT-B/16 fine-tuned at 384."""
+    return _vit("base", 16, 384, kw, crop_pct=1.0)
+
+
+@register_model
+def vit_base_patch32_224(**kw: Any) -> VisionTransformer:
+    """ViT-B/32 at 224."""
+    return _vit("base", 32, 224, kw)
+
+
+@register_model
+def vit_base_patch32_384(**kw: Any) -> VisionTransformer:
+    """ViT-B/32 at 384."""
+    return _vit("base", 32, 384, kw, crop_pct=1.0)
+
+
+@register_model
+def vit_large_patch14_224(**kw: Any) -> VisionTransformer:
+    """ViT-L/14 at 224."""
+    return _vit("large", 14, 224, kw)
+
+
+@register_model
+def vit_large_patch16_224(**kw: Any) -> VisionTransformer:
+    """ViT-L/16 at 224."""
+    return _vit("large", 16, 224, kw)
+
+
+@register_model
+def vit_large_patch16_384(**kw: Any) -> VisionTransformer:
+    """ViT-L/16 at 384."""
+    return _vit("large", 16, 384, kw, crop_pct=1.0)
+
+
+@register_model
+def vit_large_patch32_224(**kw: Any) -> VisionTransformer:
+    """ViT-L/32 at 224."""
+    return _vit("large", 32, 224, kw)
+
+
+@register_model
+def vit_large_patch32_384(**kw: Any) -> VisionTransformer:
+    """ViT-L/32 at 384."""
+    return _vit("large", 32, 384, kw, crop_pct=1.0)
+
+
+@register_model
+def vit_huge_patch14_224(**kw: Any) -> VisionTransformer:
+    """ViT-H/14 at 224."""
+    return _vit("huge", 14, 224, kw)
+
+
+# ---------------------------------------------------------------------------- small inputs
+_PICO = dict(embed_dim=128, depth=6, num_heads=4, mlp_dim=256)
+
+
+@register_model
+def vit_pico_patch4_28(**kw: Any) -> VisionTransformer:
+    """Width 128, 6 blocks, patch 4 on 28x28 grey digits (7x7 tokens)."""
+    return build_vit(ViTConfig(img_size=(28, 28), patch_size=4, **_PICO).replace(**_MNIST).replace(**kw))
+
+
+@register_model
+def vit_pico_patch7_28(**kw: Any) -> VisionTransformer:
+    """Width 128, 6 blocks, patch 7 on 28x28 grey digits (4x4 tokens)."""
+    return build_vit(ViTConfig(img_size=(28, 28), patch_size=7, **_PICO).replace(**_MNIST).replace(**kw))
+
+
+@register_model
+def vit_pico_convstem_patch4_28(**kw: Any) -> VisionTransformer:
+    """As vit_pico_patch4_28 with a two-conv stem (32, 64 channels) in place of the patchify layer."""
+    cfg = ViTConfig(img_size=(28, 28), patch_size=4, stem="conv", stem_channels=(32, 64), **_PICO)
+    return build_vit(cfg.replace(**_MNIST).replace(**kw))
+
+
+@register_model
+def vit_tiny_patch4_32(**kw: Any) -> VisionTransformer:
+    """Width 192, 9 blocks, 3 heads, MLP 384, patch 4 on 32x32 colour images (8x8 tokens)."""
+    cfg = ViTConfig(img_size=(32, 32), patch_size=4, embed_dim=192, depth=9, num_heads=3, mlp_dim=384)
+    return build_vit(cfg.replace(**_CIFAR).replace(**kw))
+
+
+@register_model
+def vit_pico_patch4_32(**kw: Any) -> VisionTransformer:
+    """Width 128, 6 blocks, patch 4 on 32x32 colour images (8x8 tokens)."""
+    return build_vit(ViTConfig(img_size=(32, 32), patch_size=4, **_PICO).replace(**_CIFAR).replace(**kw))
