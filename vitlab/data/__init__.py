@@ -1,0 +1,31 @@
+"""Datasets (bundled MNIST, image folders, torchvision sets) and the eval / train transforms.
+
+>>> from vitlab.data import open_source, Preprocess, build_eval_transform
+>>> val = open_source("mnist", "val", build_eval_transform(Preprocess((28, 28), 1, (0.5,), (0.5,), 1.0, "bilinear")))
+"""
+
+from vitlab.data.folder import IMAGE_EXTENSIONS, ImageFolderDataset
+from vitlab.data.mnist import MNIST_CLASSES, load_mnist_5k, load_mnist_test
+from vitlab.data.sources import describe_source, open_source, split_folder
+from vitlab.data.tensor_dataset import TensorImageDataset
+from vitlab.data.torchvision_sets import TORCHVISION_SETS, TorchvisionDataset, open_torchvision
+from vitlab.data.transforms import AugmentConfig, Preprocess, build_eval_transform, build_train_transform
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "MNIST_CLASSES",
+    "TORCHVISION_SETS",
+    "AugmentConfig",
+    "ImageFolderDataset",
+    "Preprocess",
+    "TensorImageDataset",
+    "TorchvisionDataset",
+    "build_eval_transform",
+    "build_train_transform",
+    "describe_source",
+    "load_mnist_5k",
+    "load_mnist_test",
+    "open_source",
+    "open_torchvision",
+    "split_folder",
+]

@@ -1,0 +1,7 @@
+"""``python -m vitlab`` runs the CLI."""
+
+import sys
+
+from vitlab.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,68 @@
+"""``vitlab eval``: top-1 / top-5, per-class accuracy and a confusion matrix for a checkpoint."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import click
+
+
+@click.command("eval")
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--data", required=True, help="'mnist' / 'mnist-test', an image folder, or torchvision:NAME.")
+@click.option("--split", type=click.Choice(["val", "train"]), default="val", show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), help="Write metrics.json, per_class.csv, confusion.csv/png here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+def eval_cmd(checkpoint, data, split, batch_size, workers, device, precision, out, as_json) -> None:
+    """Evaluate CHECKPOINT (a vitlab .safetensors) on a dataset."""
+    from torch.utils.data import DataLoader
+
+    from vitlab.data import ImageFolderDataset, Preprocess, build_eval_transform, open_source
+    from vitlab.engine.checkpoint import load_checkpoint
+    from vitlab.engine.loop import evaluate
+    from vitlab.errors import DataError
+    from vitlab.evaluation.plots import save_confusion_png
+    from vitlab.utils.device import resolve_device, resolve_precision
+
+    dev = resolve_device(device)
+    prec = resolve_precision(precision, dev)
+    ckpt = load_checkpoint(checkpoint, dev)
+    ds = open_source(data, split, build_eval_transform(Preprocess.from_config(ckpt.model.config)))
+    if isinstance(ds, ImageFolderDataset):
+        ds.verify()
+    if list(ds.classes) != list(ckpt.class_names):
+        raise DataError(f"{data}: classes {list(ds.classes)[:10]} differ from the checkpoint's {ckpt.class_names[:10]}")
+    loader = DataLoader(ds, batch_size=batch_size, num_workers=workers)
+    meter = evaluate(ckpt.model, loader, dev, prec, len(ckpt.class_names), progress=not as_json, desc="eval")
+    metrics = {**meter.result(), "images": meter.count, "checkpoint": str(checkpoint), "data": data}
+    per_class = meter.per_class_accuracy().tolist()
+    if out:
+        out_dir = Path(out)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "metrics.json").write_text(json.dumps({**metrics, "per_class": dict(zip(ckpt.class_names, per_class))}, indent=2))
+        with (out_dir / "per_class.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["class", "accuracy", "support"])
+            for name, acc, sup in zip(ckpt.class_names, per_class, meter.confusion.sum(1).tolist()):
+                w.writerow([name, f"{acc:.4f}" if not math.isnan(acc) else "", sup])
+        with (out_dir / "confusion.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["true\\pred", *ckpt.class_names])
+            for name, row in zip(ckpt.class_names, meter.confusion.tolist()):
+                w.writerow([name, *row])
+        save_confusion_png(meter.confusion, ckpt.class_names, out_dir / "confusion.png")
+    if as_json:
+        click.echo(json.dumps({**metrics, "per_class": dict(zip(ckpt.class_names, per_class))}))
+        return
+    click.echo(f"{metrics['images']} images: top-1 {metrics['top1']:.2f}%  top-5 {metrics['top5']:.2f}%  loss {metrics['loss']:.4f}")
+    if len(ckpt.class_names) <= 50:
+        click.echo("per-class top-1: " + "  ".join(f"{n}:{a:.1f}" for n, a in zip(ckpt.class_names, per_class)))
+    if out:
+        click.echo(f"wrote {out}/metrics.json, per_class.csv, confusion.csv, confusion.png")

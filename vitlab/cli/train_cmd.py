@@ -1,0 +1,68 @@
+"""``vitlab train``: train a model from a YAML recipe and command-line overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from vitlab.config import parse_assignment, resolve_config
+from vitlab.engine.rundir import RunDir
+from vitlab.errors import ConfigError, RunDirError
+
+
+@click.command("train")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML recipe (configs/*.yaml).")
+@click.option("--model", help="Registered model name (`vitlab models` lists them).")
+@click.option("--data", "train_data", help="Training data: 'mnist', an image folder, or torchvision:NAME.")
+@click.option("--val", "val_data", help="Validation data (default: the training source's val/test split).")
+@click.option("--epochs", type=int)
+@click.option("--batch-size", type=int)
+@click.option("--lr", type=float)
+@click.option("--opt", type=click.Choice(["adamw", "adam", "sgd"]))
+@click.option("--workers", type=int, help="Data-loader worker processes.")
+@click.option("--device", help="auto (default), cpu, cuda, cuda:N, mps.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]))
+@click.option("--seed", type=int)
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
+              help="Override any config field, e.g. --set optim.weight_decay=0.1 (repeatable).")
+@click.option("--out", type=click.Path(file_okay=False), help="Run folder (default runs/<model>).")
+@click.option("--resume", "resume", default=None, metavar="RUN_DIR|auto",
+              help="Continue a run from its last checkpoint; 'auto' resumes --out if it has one.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing non-empty --out folder.")
+@click.option("--smoke", is_flag=True, help="Apply the recipe's smoke settings (runs in seconds).")
+@click.option("--no-progress", is_flag=True, help="No progress bar (logs only).")
+def train_cmd(config_file, model, train_data, val_data, epochs, batch_size, lr, opt, workers, device, precision,
+              seed, assignments, out, resume, overwrite, smoke, no_progress) -> None:
+    """Train a model; writes config.yaml, metrics.jsonl and checkpoints/ into the run folder."""
+    from vitlab.trainer import train  # heavy imports only when the command runs
+
+    if resume is not None and overwrite:
+        raise ConfigError("--resume and --overwrite conflict: resuming keeps the run, overwriting deletes it")
+    flags = {"model": model, "epochs": epochs, "seed": seed, "device": device, "precision": precision}
+    data = {"train": train_data, "val": val_data, "batch_size": batch_size, "workers": workers}
+    optim = {"lr": lr, "name": opt}
+    overrides = [{k: v for k, v in flags.items() if v is not None},
+                 {"data": {k: v for k, v in data.items() if v is not None}},
+                 {"optim": {k: v for k, v in optim.items() if v is not None}}]
+    overrides += [parse_assignment(a) for a in assignments]
+
+    resuming = False
+    if resume is not None:
+        run_path = Path(out) if resume == "auto" else Path(resume)
+        if resume == "auto" and out is None:
+            raise ConfigError("--resume auto needs --out RUN_DIR")
+        if out is not None and resume != "auto" and Path(out) != run_path:
+            raise ConfigError(f"--out {out} and --resume {resume} name different runs")
+        if RunDir(run_path).has_checkpoint():
+            resuming = True
+            # The saved config is the base: a resumed run continues the recipe it started with.
+            config_file = RunDir(run_path).config
+        elif resume != "auto":
+            raise RunDirError(f"--resume {resume}: no checkpoints/last.state.pt to resume from")
+        out = str(run_path)
+    cfg = resolve_config(config_file, overrides, smoke=smoke and not resuming)
+    out = out or f"runs/{cfg.model}"
+    result = train(cfg, out, resume=resuming, overwrite=overwrite, progress=not no_progress, echo=click.echo)
+    click.echo(f"best val top-1 {result.best_top1:.2f}% at epoch {result.best_epoch + 1}; "
+               f"{result.seconds:.1f}s; run folder {result.run_dir}")

@@ -1,0 +1,246 @@
+"""Typed, layered training config: dataclass defaults -> YAML recipe -> command-line overrides.
+
+The resolved config is written into every run folder (``config.yaml``) and read back by
+``--resume``. Unknown keys are errors that name the key, so a typo never passes silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from vitlab.errors import ConfigError
+
+
+@dataclass
+class AugmentSettings:
+    """Training-time augmentation (see vitlab.data.transforms.AugmentConfig)."""
+
+    hflip: float = 0.0
+    random_resized_crop: bool = False
+    scale: tuple[float, float] = (0.08, 1.0)
+    affine_degrees: float = 0.0
+    affine_translate: float = 0.0
+    affine_scale: tuple[float, float] = (1.0, 1.0)
+    randaugment: bool = False
+    ra_magnitude: int = 9
+    color_jitter: float = 0.0
+    random_erasing: float = 0.0
+
+
+@dataclass
+class DataSettings:
+    """Where the images come from and how they are batched."""
+
+    train: str = "mnist"
+    val: str | None = None  # None: the same source's validation split
+    root: str | None = None  # download folder for torchvision:NAME sources
+    batch_size: int = 128
+    eval_batch_size: int = 512
+    workers: int = 0
+    drop_last: bool = True
+    augment: AugmentSettings = field(default_factory=AugmentSettings)
+
+
+@dataclass
+class OptimSettings:
+    """Optimizer, schedule and loss."""
+
+    name: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    weight_decay: float = 0.05
+    momentum: float = 0.9
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_epochs: float = 1.0
+    clip_grad: float | None = 1.0
+    label_smoothing: float = 0.1
+
+
+@dataclass
+class TrainConfig:
+    """A whole training run."""
+
+    model: str = "vit_pico_patch4_28"
+    model_args: dict[str, Any] = field(default_factory=dict)
+    data: DataSettings = field(default_factory=DataSettings)
+    optim: OptimSettings = field(default_factory=OptimSettings)
+    epochs: int = 10
+    seed: int = 0
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    eval_every: int = 1
+    log_every: int = 20
+    max_steps_per_epoch: int | None = None  # cap for smoke runs
+    smoke: dict[str, Any] = field(default_factory=dict)  # overrides applied by --smoke
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the field for values that cannot work."""
+        checks = [
+            (self.epochs >= 1, "epochs", self.epochs, "must be at least 1"),
+            (self.data.batch_size >= 1, "data.batch_size", self.data.batch_size, "must be at least 1"),
+            (self.data.eval_batch_size >= 1, "data.eval_batch_size", self.data.eval_batch_size, "must be at least 1"),
+            (self.data.workers >= 0, "data.workers", self.data.workers, "must be >= 0"),
+            (math.isfinite(self.optim.lr) and self.optim.lr > 0, "optim.lr", self.optim.lr, "must be a positive number"),
+            (math.isfinite(self.optim.min_lr) and self.optim.min_lr >= 0, "optim.min_lr", self.optim.min_lr, "must be >= 0"),
+            (self.optim.weight_decay >= 0, "optim.weight_decay", self.optim.weight_decay, "must be >= 0"),
+            (self.optim.warmup_epochs >= 0, "optim.warmup_epochs", self.optim.warmup_epochs, "must be >= 0"),
+            (0 <= self.optim.label_smoothing < 1, "optim.label_smoothing", self.optim.label_smoothing, "must be in [0, 1)"),
+            (self.optim.clip_grad is None or self.optim.clip_grad > 0, "optim.clip_grad", self.optim.clip_grad, "must be > 0 or null"),
+            (self.eval_every >= 1, "eval_every", self.eval_every, "must be at least 1"),
+            (self.log_every >= 1, "log_every", self.log_every, "must be at least 1"),
+            (self.max_steps_per_epoch is None or self.max_steps_per_epoch >= 1, "max_steps_per_epoch",
+             self.max_steps_per_epoch, "must be at least 1 or null"),
+        ]
+        for ok, name, value, why in checks:
+            if not ok:
+                raise ConfigError(f"{name}={value}: {why}")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert YAML / CLI values to the annotated type; raise ConfigError naming ``key``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        if isinstance(value, str) and value.lower() in ("null", "none") and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}={value!r}: expected one of {', '.join(map(str, args))}")
+        return value
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.strip("()[] ").split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}={value!r}: expected a list")
+        item_types = args if args and args[-1] is not Ellipsis else (args[0],) * len(value)
+        if len(item_types) != len(value):
+            raise ConfigError(f"{key}={value!r}: expected {len(item_types)} values")
+        return tuple(_coerce(v, t, key) for v, t in zip(value, item_types))
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}={value!r}: expected a mapping")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return _build(tp, value, key + ".")
+    try:
+        if tp is bool:
+            if isinstance(value, str):
+                if value.lower() in ("true", "1", "yes", "on"):
+                    return True
+                if value.lower() in ("false", "0", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if tp is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if tp is float:
+            return float(value)
+        if tp is str:
+            return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}={value!r}: expected {getattr(tp, '__name__', tp)}") from None
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {', '.join(prefix + u for u in unknown)}; "
+                          f"valid under {prefix or 'top level'}: {', '.join(sorted(names))}")
+    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested dict of a config (tuples as lists) for YAML."""
+    def plain(v: Any) -> Any:
+        if isinstance(v, (tuple, list)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+    return plain(dataclasses.asdict(cfg))
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "model_args":
+            out[k] = _merge(out[k], v)
+        elif isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = {**out[k], **v}
+        else:
+            out[k] = v
+    return out
+
+
+def parse_assignment(text: str) -> dict[str, Any]:
+    """``"optim.lr=3e-4"`` -> ``{"optim": {"lr": 3e-4}}`` (the value is parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. optim.lr=3e-4")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    node: dict[str, Any] = {}
+    cur = node
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        cur[part] = {}
+        cur = cur[part]
+    cur[parts[-1]] = value
+    return node
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML mapping from ``path``; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def resolve_config(
+    file: str | Path | None = None, overrides: list[dict[str, Any]] | None = None, smoke: bool = False
+) -> TrainConfig:
+    """Defaults, then ``file``, then each override in order; ``smoke`` applies the recipe's smoke block."""
+    data: dict[str, Any] = to_dict(TrainConfig())
+    if file is not None:
+        data = _merge(data, read_yaml(file))
+    for update in overrides or []:
+        data = _merge(data, update)
+    if smoke:
+        data = _merge(data, data.get("smoke") or {"epochs": 1, "max_steps_per_epoch": 5})
+    cfg = _build(TrainConfig, data)
+    cfg.validate()
+    return cfg
+
+
+def save_config(cfg: TrainConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML."""
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

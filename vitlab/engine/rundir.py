@@ -1,0 +1,77 @@
+"""The run folder: its layout, and the rules that keep existing runs safe.
+
+::
+
+    RUN/
+      config.yaml            the resolved TrainConfig
+      metrics.jsonl          one JSON object per line: train steps and epoch summaries
+      checkpoints/
+        last.safetensors     weights + self-description, written every epoch
+        last.state.pt        optimizer / scheduler / counters for --resume
+        best.safetensors     the weights with the best validation top-1 so far
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from vitlab.errors import RunDirError
+
+
+class RunDir:
+    """Paths inside a run folder and its JSONL log."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    def weights(self, name: str) -> Path:
+        return self.checkpoints / f"{name}.safetensors"
+
+    def state(self, name: str) -> Path:
+        return self.checkpoints / f"{name}.state.pt"
+
+    def has_checkpoint(self) -> bool:
+        return self.state("last").is_file() and self.weights("last").is_file()
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Append one record to metrics.jsonl (floats written exactly, via repr)."""
+        with self.metrics.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def claim_run_dir(root: str | Path, overwrite: bool, resume: bool) -> RunDir:
+    """Create the run folder, or reuse it when resuming.
+
+    Refuses (RunDirError) to write into an existing non-empty folder unless ``resume`` or
+    ``overwrite``; call this only after all inputs were validated, so bad input never touches it.
+    """
+    run = RunDir(root)
+    exists = run.root.exists()
+    if exists and not run.root.is_dir():
+        raise RunDirError(f"--out {run.root}: exists and is not a folder")
+    if resume:
+        if not run.has_checkpoint():
+            raise RunDirError(f"--resume {run.root}: no checkpoints/last.state.pt to resume from")
+        return run
+    if exists and any(run.root.iterdir()):
+        if not overwrite:
+            raise RunDirError(f"--out {run.root}: folder exists and is not empty; "
+                              "pass --overwrite to replace it or --resume to continue it")
+        shutil.rmtree(run.root)
+    run.checkpoints.mkdir(parents=True, exist_ok=True)
+    return run
