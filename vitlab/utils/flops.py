@@ -1,0 +1,72 @@
+"""Model size and compute: parameter count and multiply-accumulates of one forward pass.
+
+Both work on models built on the meta device (``with torch.device("meta"):``), so ``vitlab models``
+can report ViT-H/14 without allocating its weights or running real arithmetic.
+
+MACs count the matrix products (linear layers, convolutions, the two attention products) as
+:class:`torch.utils.flop_counter.FlopCounterMode` does, one MAC = two flops; element-wise work
+(norms, activations, softmax, residual adds) is left out, as in fvcore and timm's tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from vitlab.layers import Attention
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters (shared ones once; buffers such as fixed position tables excluded)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: nn.Module, input_shape: tuple[int, int, int, int]) -> int:
+    """Multiply-accumulates of one forward pass on an input of ``input_shape`` = (B, C, H, W).
+
+    The count is for the whole batch (it scales with B). The model is left as it was: its
+    train / eval mode and every attention layer's ``fused`` flag are restored afterwards.
+    """
+    ref = next(iter(model.parameters()), None)
+    device = ref.device if ref is not None else torch.device("cpu")
+    dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
+    x = torch.zeros(input_shape, device=device, dtype=dtype)
+    counter = FlopCounterMode(display=False)
+    with _explicit_attention(model), _eval_mode(model), torch.no_grad(), counter:
+        model(x)
+    return counter.get_total_flops() // 2
+
+
+@contextmanager
+def _explicit_attention(model: nn.Module) -> Iterator[None]:
+    # Why not count the fused path: FlopCounterMode only sees SDPA when the backend it dispatches
+    # to has a registered formula. On meta tensors SDPA decomposes into matmuls (counted), on CUDA
+    # the flash / efficient kernels are registered, but on CPU (torch 2.x) the
+    # `_scaled_dot_product_flash_attention_for_cpu` kernel is not, so the attention products would
+    # silently vanish from the count. The explicit path (q k^T, softmax, attn v) is two batched
+    # matmuls on every device and computes the same function, so count through it.
+    layers = [m for m in model.modules() if isinstance(m, Attention)]
+    saved = [m.fused for m in layers]
+    for m in layers:
+        m.fused = False
+    try:
+        yield
+    finally:
+        for m, fused in zip(layers, saved):
+            m.fused = fused
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    # Eval mode so dropout / drop-path draw no random numbers (the count does not depend on it).
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
