@@ -11,6 +11,10 @@ from PIL import Image
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
+# The suite runs as two pytest-xdist workers on two cores and its models are tiny: one intra-op
+# thread per worker avoids oversubscription, which made small backward passes ~20x slower.
+torch.set_num_threads(1)
+
 
 def _write_digits(root: Path, per_class: int, classes: list[int], offset: int) -> None:
     from vitlab.data.mnist import load_mnist_5k

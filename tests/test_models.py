@@ -27,15 +27,6 @@ INTERMEDIATE_KEYS = {
 ALL_MODELS = vitlab.list_models()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny matrices on a shared machine: extra threads only add contention (20x slower here).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @functools.lru_cache(maxsize=None)
 def _meta(name: str) -> VisionTransformer:
     with torch.device("meta"):
