@@ -65,6 +65,9 @@ class VisionTransformer(nn.Module):
         embed_dim, depth, num_heads, mlp_dim: width D, blocks L, heads H, MLP hidden width.
         qkv_bias, norm_eps, act: numerics of the blocks (paper: bias, 1e-6, exact GELU).
         class_token: prepend a learnable [class] token.
+        dist_token: also prepend DeiT's distillation token (after the class token) with its own
+            head ``head_dist``; the logits are the mean of the two heads' (timm's inference
+            behaviour, here in train and eval alike so the return type never changes).
         global_pool: ``"token"`` (class token) or ``"avg"`` (mean of the patch tokens).
         fc_norm: apply the final LayerNorm after pooling instead of to every token.
         pos_embed: ``"learn"`` (1-D learned), ``"sincos"`` (fixed 2-D) or ``"none"``.
@@ -91,6 +94,7 @@ class VisionTransformer(nn.Module):
         norm_eps: float = 1e-6,
         act: Activation = "gelu",
         class_token: bool = True,
+        dist_token: bool = False,
         global_pool: str = "token",
         fc_norm: bool = False,
         pos_embed: str = "learn",
@@ -107,16 +111,19 @@ class VisionTransformer(nn.Module):
             raise ValueError(f"global_pool must be 'token' or 'avg', got {global_pool!r}")
         if global_pool == "token" and not class_token:
             raise ValueError("global_pool='token' needs class_token=True")
+        if dist_token and (not class_token or global_pool != "token"):
+            raise ValueError("dist_token=True needs class_token=True and global_pool='token'")
         if pos_embed not in ("learn", "sincos", "none"):
             raise ValueError(f"pos_embed must be 'learn', 'sincos' or 'none', got {pos_embed!r}")
         self.num_classes = num_classes
         self.global_pool = global_pool
         self.embed_dim = self.num_features = embed_dim
-        self.num_prefix_tokens = 1 if class_token else 0
+        self.num_prefix_tokens = (1 if class_token else 0) + (1 if dist_token else 0)
         self.pos_embed_type = pos_embed
 
         self.patch_embed = embed_layer(to_2tuple(img_size), patch_size, in_chans, embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
+        self.dist_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if dist_token else None
         n_pos = self.num_prefix_tokens + self.patch_embed.num_patches
         if pos_embed == "learn":
             self.pos_embed: nn.Parameter | None = nn.Parameter(torch.zeros(1, n_pos, embed_dim))
@@ -142,6 +149,9 @@ class VisionTransformer(nn.Module):
             self.pre_logits = nn.Identity()
         self.head_drop = nn.Dropout(head_drop_rate)
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.head_dist: nn.Module | None = None
+        if dist_token:
+            self.head_dist = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         self.config: ViTConfig | None = None  # set by build_vit; kept in sync by the methods below
         self.init_weights()
 
@@ -167,9 +177,12 @@ class VisionTransformer(nn.Module):
             nn.init.trunc_normal_(self.pos_embed, std=0.02)
         if self.cls_token is not None:
             nn.init.normal_(self.cls_token, std=1e-6)
-        if isinstance(self.head, nn.Linear):
-            nn.init.zeros_(self.head.weight)
-            nn.init.zeros_(self.head.bias)
+        if self.dist_token is not None:
+            nn.init.trunc_normal_(self.dist_token, std=0.02)
+        for head in (self.head, self.head_dist):
+            if isinstance(head, nn.Linear):
+                nn.init.zeros_(head.weight)
+                nn.init.zeros_(head.bias)
 
     def _update_config(self, **changes: Any) -> None:
         if self.config is not None:
@@ -178,15 +191,23 @@ class VisionTransformer(nn.Module):
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """Replace the head with a freshly initialised one for ``num_classes`` (0: no head)."""
         if global_pool is not None:
-            if global_pool not in ("token", "avg") or (global_pool == "token" and self.cls_token is None):
+            if (global_pool not in ("token", "avg") or (global_pool == "token" and self.cls_token is None)
+                    or (global_pool == "avg" and self.dist_token is not None)):
                 raise ValueError(f"invalid global_pool {global_pool!r} for this model")
             self.global_pool = global_pool
         self.num_classes = num_classes
         ref = next(self.parameters())
-        self.head = nn.Linear(self.num_features, num_classes, device=ref.device, dtype=ref.dtype) if num_classes > 0 else nn.Identity()
-        if isinstance(self.head, nn.Linear):
-            nn.init.zeros_(self.head.weight)
-            nn.init.zeros_(self.head.bias)
+        def new_head() -> nn.Module:
+            if num_classes <= 0:
+                return nn.Identity()
+            head = nn.Linear(self.num_features, num_classes, device=ref.device, dtype=ref.dtype)
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
+            return head
+
+        self.head = new_head()
+        if self.head_dist is not None:
+            self.head_dist = new_head()
         self._update_config(num_classes=num_classes, global_pool=self.global_pool)
 
     def set_input_size(
@@ -222,8 +243,9 @@ class VisionTransformer(nn.Module):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C, H, W) -> tokens (B, prefix + N, D) with position embeddings added."""
         x = self.patch_embed(x)
-        if self.cls_token is not None:
-            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        prefix = [t.expand(x.shape[0], -1, -1) for t in (self.cls_token, self.dist_token) if t is not None]
+        if prefix:
+            x = torch.cat([*prefix, x], dim=1)
         pos = self.pos_embed if self.pos_embed is not None else self.pos_embed_fixed
         return self.pos_drop(x + pos.to(x.dtype))
 
@@ -242,6 +264,11 @@ class VisionTransformer(nn.Module):
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """tokens (B, T, D) -> logits (B, num_classes), or the pooled features (B, F) if pre_logits."""
+        if self.head_dist is not None:  # DeiT: class and distillation tokens, one head each
+            cls, dist = self.pre_logits(self.fc_norm(x[:, 0])), self.pre_logits(self.fc_norm(x[:, 1]))
+            if pre_logits:
+                return (cls + dist) / 2
+            return (self.head(self.head_drop(cls)) + self.head_dist(self.head_drop(dist))) / 2
         x = self.pre_logits(self.fc_norm(self.pool(x)))
         if pre_logits:
             return x
@@ -302,7 +329,7 @@ class VisionTransformer(nn.Module):
             "attn": [maps[i] for i in wanted] if return_attn else [],
             "features": feats,
             "pre_logits": pre,
-            "logits": self.head(self.head_drop(pre)),
+            "logits": self.head(self.head_drop(pre)) if self.head_dist is None else self.forward_head(feats),
             "grid_size": self.patch_embed.grid_size,
             "num_prefix_tokens": self.num_prefix_tokens,
         }
@@ -347,7 +374,7 @@ def build_vit(cfg: ViTConfig) -> VisionTransformer:
         qkv_bias=cfg.qkv_bias, norm_eps=cfg.norm_eps, act=cfg.act, class_token=cfg.class_token,
         global_pool=cfg.global_pool, fc_norm=cfg.fc_norm, pos_embed=cfg.pos_embed, drop_rate=cfg.drop_rate,
         attn_drop_rate=cfg.attn_drop_rate, drop_path_rate=cfg.drop_path_rate, head_drop_rate=cfg.head_drop_rate,
-        representation_size=cfg.representation_size, embed_layer=embed_layer,
+        representation_size=cfg.representation_size, embed_layer=embed_layer, dist_token=cfg.dist_token,
     )
     model.config = cfg
     return model

@@ -25,6 +25,7 @@ class ViTConfig:
     norm_eps: float = 1e-6
     act: Literal["gelu", "gelu_tanh", "relu"] = "gelu"
     class_token: bool = True
+    dist_token: bool = False  # DeiT's distillation token: a second prefix token with its own head
     global_pool: Literal["token", "avg"] = "token"
     fc_norm: bool = False
     pos_embed: Literal["learn", "sincos", "none"] = "learn"
@@ -50,6 +51,8 @@ class ViTConfig:
             raise ConfigError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
         if self.global_pool == "token" and not self.class_token:
             raise ConfigError("global_pool 'token' needs class_token: true")
+        if self.dist_token and (not self.class_token or self.global_pool != "token"):
+            raise ConfigError("dist_token needs class_token: true and global_pool: token (as in DeiT)")
         if self.pos_embed == "sincos" and self.embed_dim % 4:
             raise ConfigError(f"pos_embed 'sincos' needs embed_dim divisible by 4, got {self.embed_dim}")
         if self.stem == "conv" and 2 ** len(self.stem_channels) != self.patch_size:
