@@ -7,17 +7,20 @@ from typing import Any
 from torch import nn
 
 from vitlab.errors import CheckpointError, ConfigError
+from vitlab.models.detr.detr import DETR, DetrConfig, build_detr
 from vitlab.models.vit import VisionTransformer, build_vit
 from vitlab.models.vit_config import ViTConfig
 
 # arch name -> (config class, builder). New families (deepvit, hybrid, detr) add a row here.
-ARCHS: dict[str, tuple[type, Any]] = {"vit": (ViTConfig, build_vit)}
+ARCHS: dict[str, tuple[type, Any]] = {"vit": (ViTConfig, build_vit), "detr": (DetrConfig, build_detr)}
 
 
 def arch_of(model: nn.Module) -> str:
     """The arch name under which ``model`` is stored in checkpoints."""
     if isinstance(model, VisionTransformer):
         return "vit"
+    if isinstance(model, DETR):
+        return "detr"
     raise ConfigError(f"no checkpoint arch known for {type(model).__name__}")
 
 

@@ -1,0 +1,35 @@
+"""From the model's normalised outputs to detections in image pixels."""
+
+from __future__ import annotations
+
+import torch
+
+from vitlab.models.detr.box_ops import box_cxcywh_to_xyxy, sanitize_boxes
+
+
+@torch.no_grad()
+def postprocess(outputs: dict, target_sizes: torch.Tensor, threshold: float = 0.0) -> list[dict[str, torch.Tensor]]:
+    """Per image: ``scores`` (K,), ``labels`` (K,) int64 and ``boxes`` (K, 4) xyxy pixels.
+
+    Args:
+        outputs: ``pred_logits`` (B, Q, C+1), ``pred_boxes`` (B, Q, 4) normalised cxcywh.
+        target_sizes: (B, 2) (height, width) of each image in the coordinates wanted (the
+            original image for evaluation: boxes are relative to the unpadded image, so rescaling
+            by its size undoes any resize).
+        threshold: keep slots whose best object-class probability exceeds this (0 keeps all Q).
+
+    Each slot's label is its most probable object class ("no object" excluded), its score that
+    probability. Non-finite boxes are replaced (see ``sanitize_boxes``) and counted in
+    ``bad_boxes`` (a 0-d tensor per image).
+    """
+    prob = outputs["pred_logits"].float().softmax(-1)[..., :-1]
+    scores, labels = prob.max(-1)
+    results = []
+    for b in range(prob.shape[0]):
+        boxes, n_bad = sanitize_boxes(outputs["pred_boxes"][b].float())
+        h, w = target_sizes[b].float().tolist()
+        xyxy = box_cxcywh_to_xyxy(boxes) * torch.tensor([w, h, w, h], device=boxes.device)
+        keep = scores[b] > threshold
+        results.append({"scores": scores[b][keep], "labels": labels[b][keep], "boxes": xyxy[keep],
+                        "bad_boxes": torch.tensor(n_bad)})
+    return results

@@ -1,0 +1,159 @@
+"""DETR's Transformer encoder-decoder (Carion et al. 2020, Fig. 10), post-norm.
+
+Position information is added to the queries and keys of every attention (never to the
+values), in every layer: the encoder's spatial encodings ``pos`` to the image tokens, the learned
+object-query embeddings ``query_pos`` to the decoder slots. The decoder starts from zeros and
+returns the normalised output of every layer, for the auxiliary losses.
+
+Module names follow the authors' code (``self_attn``, ``multihead_attn``, ``linear1``, ``norm1``...)
+so their checkpoints map onto this one key for key.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _with_pos(x: torch.Tensor, pos: torch.Tensor | None) -> torch.Tensor:
+    return x if pos is None else x + pos
+
+
+class EncoderLayer(nn.Module):
+    """x = LN(x + SA(x + pos, x + pos, x)); x = LN(x + FFN(x)). Tokens are (B, T, D)."""
+
+    def __init__(self, d_model: int, nhead: int, dim_feedforward: int, dropout: float) -> None:
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
+        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
+
+    def forward(self, src: torch.Tensor, key_padding_mask: torch.Tensor | None, pos: torch.Tensor | None) -> torch.Tensor:
+        q = k = _with_pos(src, pos)
+        src = self.norm1(src + self.dropout1(self.self_attn(q, k, src, key_padding_mask=key_padding_mask, need_weights=False)[0]))
+        ffn = self.linear2(self.dropout(F.relu(self.linear1(src))))
+        return self.norm2(src + self.dropout2(ffn))
+
+
+class DecoderLayer(nn.Module):
+    """Self-attention over the slots, cross-attention to the image tokens, FFN; post-norm each."""
+
+    def __init__(self, d_model: int, nhead: int, dim_feedforward: int, dropout: float) -> None:
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
+        self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
+        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.norm3 = nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
+        self.dropout3 = nn.Dropout(dropout)
+
+    def forward(
+        self,
+        tgt: torch.Tensor,
+        memory: torch.Tensor,
+        memory_key_padding_mask: torch.Tensor | None,
+        pos: torch.Tensor | None,
+        query_pos: torch.Tensor | None,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """tgt (B, Q, D), memory (B, T, D) -> (tgt, cross-attention (B, Q, T) averaged over heads or None)."""
+        q = k = _with_pos(tgt, query_pos)
+        tgt = self.norm1(tgt + self.dropout1(self.self_attn(q, k, tgt, need_weights=False)[0]))
+        out, attn = self.multihead_attn(_with_pos(tgt, query_pos), _with_pos(memory, pos), memory,
+                                        key_padding_mask=memory_key_padding_mask, need_weights=need_weights)
+        tgt = self.norm2(tgt + self.dropout2(out))
+        ffn = self.linear2(self.dropout(F.relu(self.linear1(tgt))))
+        return self.norm3(tgt + self.dropout3(ffn)), attn
+
+
+class TransformerEncoder(nn.Module):
+    def __init__(self, layers: list[EncoderLayer]) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, src: torch.Tensor, key_padding_mask: torch.Tensor | None, pos: torch.Tensor | None) -> torch.Tensor:
+        for layer in self.layers:
+            src = layer(src, key_padding_mask, pos)
+        return src
+
+
+class TransformerDecoder(nn.Module):
+    """Returns every layer's output through the shared final LayerNorm: (L, B, Q, D)."""
+
+    def __init__(self, layers: list[DecoderLayer], d_model: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(self, tgt, memory, memory_key_padding_mask, pos, query_pos, need_weights: bool = False):
+        outs, attn = [], None
+        for i, layer in enumerate(self.layers):
+            last = i == len(self.layers) - 1
+            tgt, a = layer(tgt, memory, memory_key_padding_mask, pos, query_pos, need_weights and last)
+            attn = a if last else attn
+            outs.append(self.norm(tgt))
+        return torch.stack(outs), attn
+
+
+class Transformer(nn.Module):
+    """Encoder-decoder over flattened image tokens and learned object queries.
+
+    Args:
+        d_model, nhead, num_encoder_layers, num_decoder_layers, dim_feedforward, dropout:
+            paper defaults 256, 8, 6, 6, 2048, 0.1.
+    """
+
+    def __init__(self, d_model: int = 256, nhead: int = 8, num_encoder_layers: int = 6, num_decoder_layers: int = 6,
+                 dim_feedforward: int = 2048, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.d_model = d_model
+        self.nhead = nhead
+        self.encoder = TransformerEncoder([EncoderLayer(d_model, nhead, dim_feedforward, dropout)
+                                           for _ in range(num_encoder_layers)])
+        self.decoder = TransformerDecoder([DecoderLayer(d_model, nhead, dim_feedforward, dropout)
+                                           for _ in range(num_decoder_layers)], d_model)
+        for p in self.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+
+    def forward(
+        self,
+        src: torch.Tensor,
+        mask: torch.Tensor,
+        query_embed: torch.Tensor,
+        pos_embed: torch.Tensor,
+        need_weights: bool = False,
+    ) -> dict[str, torch.Tensor | None]:
+        """Run encoder and decoder.
+
+        Args:
+            src: (B, D, h, w) projected backbone features.
+            mask: (B, h, w) bool, True on padding.
+            query_embed: (Q, D) learned object queries (used as query positions).
+            pos_embed: (B, D, h, w) spatial encodings.
+            need_weights: also return the last decoder layer's cross-attention.
+
+        Returns:
+            {"hs": (L, B, Q, D) decoder outputs per layer, "memory": (B, h*w, D) encoder output,
+             "cross_attn": (B, Q, h*w) or None}.
+        """
+        B = src.shape[0]
+        src = src.flatten(2).transpose(1, 2)  # (B, T, D)
+        pos = pos_embed.flatten(2).transpose(1, 2)
+        key_mask = mask.flatten(1)
+        query_pos = query_embed.unsqueeze(0).expand(B, -1, -1)
+        memory = self.encoder(src, key_mask, pos)
+        tgt = torch.zeros_like(query_pos)
+        hs, attn = self.decoder(tgt, memory, key_mask, pos, query_pos, need_weights)
+        return {"hs": hs, "memory": memory, "cross_attn": attn}
