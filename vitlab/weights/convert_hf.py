@@ -1,0 +1,184 @@
+"""Hugging Face transformers ViT (``ViTModel``, ``ViTForImageClassification``) <-> vitlab.
+
+A folder holds ``config.json`` and ``model.safetensors`` (or ``pytorch_model.bin``, or a sharded
+``*.index.json``). HF keeps q, k and v as three Linear layers; vitlab fuses them (rows q | k | v),
+so the map concatenates on import (:func:`cat0`) and splits on export (:func:`split3`).
+Numerics come from config.json: ``layer_norm_eps`` (HF's default is 1e-12, not 1e-6) and
+``hidden_act``. ``ViTModel``'s pooler (Linear + tanh on the class token) is vitlab's pre-logits
+layer (``representation_size``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vitlab.models.vit import VisionTransformer
+from vitlab.models.vit_config import ViTConfig
+from vitlab.weights.errors import MalformedFileError, MappingError
+from vitlab.weights.infer import infer_vit_config
+from vitlab.weights.io import read_safetensors, read_torch, write_safetensors
+from vitlab.weights.keymap import Rule, block_depth, cat0, from_vitlab, split3, to_vitlab
+
+_ACTS = {"gelu": "gelu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh", "gelu_fast": "gelu_tanh", "relu": "relu"}
+_ACTS_BACK = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu": "relu"}
+
+
+def rules(prefix: str) -> tuple[Rule, ...]:
+    """The key map with the backbone under ``prefix`` ("vit." for the classifier, "" for ViTModel)."""
+    p, layer = prefix, f"{prefix}encoder.layer.{{i}}."
+    att = f"{layer}attention.attention."
+    return (
+        Rule("cls_token", f"{p}embeddings.cls_token"),
+        Rule("pos_embed", f"{p}embeddings.position_embeddings"),
+        Rule("patch_embed.proj.weight", f"{p}embeddings.patch_embeddings.projection.weight"),
+        Rule("patch_embed.proj.bias", f"{p}embeddings.patch_embeddings.projection.bias"),
+        Rule("blocks.{i}.norm1.weight", f"{layer}layernorm_before.weight"),
+        Rule("blocks.{i}.norm1.bias", f"{layer}layernorm_before.bias"),
+        Rule("blocks.{i}.attn.qkv.weight", (f"{att}query.weight", f"{att}key.weight", f"{att}value.weight"), cat0, split3),
+        Rule("blocks.{i}.attn.qkv.bias", (f"{att}query.bias", f"{att}key.bias", f"{att}value.bias"), cat0, split3,
+             optional=True),
+        Rule("blocks.{i}.attn.proj.weight", f"{layer}attention.output.dense.weight"),
+        Rule("blocks.{i}.attn.proj.bias", f"{layer}attention.output.dense.bias"),
+        Rule("blocks.{i}.norm2.weight", f"{layer}layernorm_after.weight"),
+        Rule("blocks.{i}.norm2.bias", f"{layer}layernorm_after.bias"),
+        Rule("blocks.{i}.mlp.fc1.weight", f"{layer}intermediate.dense.weight"),
+        Rule("blocks.{i}.mlp.fc1.bias", f"{layer}intermediate.dense.bias"),
+        Rule("blocks.{i}.mlp.fc2.weight", f"{layer}output.dense.weight"),
+        Rule("blocks.{i}.mlp.fc2.bias", f"{layer}output.dense.bias"),
+        Rule("norm.weight", f"{p}layernorm.weight"),
+        Rule("norm.bias", f"{p}layernorm.bias"),
+        Rule("pre_logits.0.weight", f"{p}pooler.dense.weight", optional=True),
+        Rule("pre_logits.0.bias", f"{p}pooler.dense.bias", optional=True),
+        Rule("head.weight", "classifier.weight", optional=True),
+        Rule("head.bias", "classifier.bias", optional=True),
+    )
+
+
+def read_folder(folder: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+    """(state dict, config.json, preprocessor_config.json or {}) of a HF model folder."""
+    folder = Path(folder)
+    cfg_path = folder / "config.json"
+    if not folder.is_dir() or not cfg_path.is_file():
+        raise MalformedFileError(f"{folder}: not a Hugging Face model folder (no config.json)")
+    try:
+        config = json.loads(cfg_path.read_text())
+        pre = json.loads((folder / "preprocessor_config.json").read_text()) if (folder / "preprocessor_config.json").is_file() else {}
+    except json.JSONDecodeError as err:
+        raise MalformedFileError(f"{folder}: malformed JSON ({err})") from None
+    if config.get("model_type", "vit") != "vit":
+        raise MappingError(f"{folder}: model_type {config.get('model_type')!r} is not 'vit'")
+    state: dict[str, torch.Tensor] = {}
+    for name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        if (folder / name).is_file():
+            shards = sorted(set(json.loads((folder / name).read_text())["weight_map"].values()))
+            for shard in shards:
+                state.update(_read_one(folder / shard))
+            return state, config, pre
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (folder / name).is_file():
+            return _read_one(folder / name), config, pre
+    raise MalformedFileError(f"{folder}: no model.safetensors or pytorch_model.bin")
+
+
+def _read_one(path: Path) -> dict[str, torch.Tensor]:
+    return read_safetensors(path)[0] if path.suffix == ".safetensors" else read_torch(path)
+
+
+def import_state(state: Mapping[str, torch.Tensor], config: Mapping[str, Any], pre: Mapping[str, Any] | None = None,
+                 source: str = "hf", **known: Any) -> tuple[ViTConfig, dict, list[str]]:
+    """(vitlab config, vitlab state, class names) from a HF ViT state dict and its config.json."""
+    state = dict(state)
+    known.pop("img_size", None)  # the native size is in config.json; callers resample afterwards
+    prefix = "vit." if any(k.startswith("vit.") for k in state) else ""
+    depth = block_depth(state, re.escape(prefix) + r"encoder\.layer\.(\d+)\.")
+    ours = to_vitlab(state, rules(prefix), depth, source, ignore=lambda k: k.endswith("embeddings.mask_token"))
+    act = config.get("hidden_act", "gelu")
+    if act not in _ACTS:
+        raise MappingError(f"{source}: hidden_act {act!r} is not supported")
+    if "pre_logits.0.weight" in ours and config.get("pooler_act", "tanh") != "tanh":
+        raise MappingError(f"{source}: pooler_act {config.get('pooler_act')!r}; vitlab's pre-logits layer uses tanh")
+    img = config.get("image_size", 224)
+    pre = pre or {}
+    fields: dict[str, Any] = dict(
+        num_heads=int(config.get("num_attention_heads", 12)), norm_eps=float(config.get("layer_norm_eps", 1e-12)),
+        act=_ACTS[act], img_size=tuple(img) if isinstance(img, (list, tuple)) else (int(img), int(img)),
+        mean=tuple(pre.get("image_mean", (0.5, 0.5, 0.5))), std=tuple(pre.get("image_std", (0.5, 0.5, 0.5))),
+    )
+    cfg = infer_vit_config(ours, source, **{**fields, **known})
+    id2label = config.get("id2label") or {}
+    names = [str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(cfg.num_classes)]
+    return cfg, ours, names
+
+
+def check_exportable(cfg: ViTConfig) -> None:
+    bad = []
+    if not cfg.class_token or cfg.dist_token or cfg.global_pool != "token" or cfg.fc_norm:
+        bad.append("HF ViT pools the class token only (no dist token, avg pool or fc_norm)")
+    if cfg.stem != "patch" or cfg.pos_embed != "learn":
+        bad.append(f"stem {cfg.stem!r} / pos_embed {cfg.pos_embed!r}")
+    if cfg.representation_size and cfg.num_classes:
+        bad.append("ViTForImageClassification has no pre-logits layer (representation_size)")
+    if bad:
+        raise MappingError("export to hf: " + "; ".join(bad))
+
+
+def export_state(model: VisionTransformer) -> dict[str, torch.Tensor]:
+    """vitlab -> HF state dict: ViTForImageClassification if it has a head, else ViTModel."""
+    cfg = model.config
+    check_exportable(cfg)
+    prefix = "vit." if cfg.num_classes else ""
+    return from_vitlab(model.state_dict(), rules(prefix), cfg.depth, "hf")
+
+
+def hf_config(cfg: ViTConfig, class_names: list[str] | None = None) -> dict[str, Any]:
+    """config.json for a vitlab config."""
+    h, w = cfg.img_size
+    out: dict[str, Any] = {
+        "architectures": ["ViTForImageClassification" if cfg.num_classes else "ViTModel"], "model_type": "vit",
+        "hidden_size": cfg.embed_dim, "num_hidden_layers": cfg.depth, "num_attention_heads": cfg.num_heads,
+        "intermediate_size": cfg.mlp_dim, "hidden_act": _ACTS_BACK[cfg.act], "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0, "initializer_range": 0.02, "layer_norm_eps": cfg.norm_eps,
+        "image_size": h if h == w else [h, w], "patch_size": cfg.patch_size, "num_channels": cfg.in_chans,
+        "qkv_bias": cfg.qkv_bias, "encoder_stride": cfg.patch_size, "torch_dtype": "float32",
+    }
+    if cfg.representation_size:
+        out["pooler_output_size"], out["pooler_act"] = cfg.representation_size, "tanh"
+    if cfg.num_classes:
+        names = list(class_names) if class_names and len(class_names) == cfg.num_classes else [f"LABEL_{i}" for i in range(cfg.num_classes)]
+        out["id2label"] = {str(i): n for i, n in enumerate(names)}
+        out["label2id"] = {n: i for i, n in enumerate(names)}
+    return out
+
+
+def write_folder(model: VisionTransformer, folder: str | Path, class_names: list[str] | None = None) -> None:
+    """config.json + preprocessor_config.json + model.safetensors that ``from_pretrained`` loads."""
+    folder = Path(folder)
+    cfg = model.config
+    state = export_state(model)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(hf_config(cfg, class_names), indent=2))
+    h, w = cfg.img_size
+    pre = {"image_processor_type": "ViTImageProcessor", "do_resize": True, "size": {"height": h, "width": w},
+           "resample": {"bilinear": 2, "bicubic": 3, "nearest": 0}[cfg.interpolation], "do_rescale": True,
+           "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": list(cfg.mean), "image_std": list(cfg.std)}
+    (folder / "preprocessor_config.json").write_text(json.dumps(pre, indent=2))
+    write_safetensors(folder / "model.safetensors", state, {"format": "pt"})
+
+
+def build_hf(cfg: ViTConfig) -> nn.Module:
+    """The transformers model for a config (needs transformers), eager attention, eval mode."""
+    from transformers import ViTConfig as HFConfig
+    from transformers import ViTForImageClassification, ViTModel
+
+    check_exportable(cfg)
+    hc = HFConfig(**{k: v for k, v in hf_config(cfg).items() if k not in ("architectures", "model_type", "torch_dtype")})
+    if cfg.num_classes:
+        return ViTForImageClassification(hc).eval()
+    return ViTModel(hc, add_pooling_layer=bool(cfg.representation_size)).eval()

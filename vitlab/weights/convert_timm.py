@@ -1,0 +1,128 @@
+"""timm ``vit_*`` / ``deit_*`` state dicts <-> vitlab.
+
+vitlab's ViT keeps timm's parameter names, so the map is (almost) the identity, but it is still
+spelled out key by key so that an unknown or missing key is reported, not silently dropped.
+Conventions carried over: LayerNorm eps 1e-6, exact GELU; DeiT's distillation token and
+``head_dist``; ``no_embed_class`` tables (no class entry) get a zero class entry, which adds
+nothing to the class token, so the function is unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from vitlab.models.vit import VisionTransformer
+from vitlab.models.vit_config import ViTConfig
+from vitlab.weights.errors import MappingError
+from vitlab.weights.infer import infer_vit_config
+from vitlab.weights.keymap import Rule, block_depth, from_vitlab, to_vitlab
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+RULES: tuple[Rule, ...] = (
+    Rule("cls_token", "cls_token", optional=True),
+    Rule("dist_token", "dist_token", optional=True),
+    Rule("pos_embed", "pos_embed", optional=True),
+    Rule("patch_embed.proj.weight", "patch_embed.proj.weight"),
+    Rule("patch_embed.proj.bias", "patch_embed.proj.bias"),
+    Rule("blocks.{i}.norm1.weight", "blocks.{i}.norm1.weight"),
+    Rule("blocks.{i}.norm1.bias", "blocks.{i}.norm1.bias"),
+    Rule("blocks.{i}.attn.qkv.weight", "blocks.{i}.attn.qkv.weight"),
+    Rule("blocks.{i}.attn.qkv.bias", "blocks.{i}.attn.qkv.bias", optional=True),
+    Rule("blocks.{i}.attn.proj.weight", "blocks.{i}.attn.proj.weight"),
+    Rule("blocks.{i}.attn.proj.bias", "blocks.{i}.attn.proj.bias"),
+    Rule("blocks.{i}.norm2.weight", "blocks.{i}.norm2.weight"),
+    Rule("blocks.{i}.norm2.bias", "blocks.{i}.norm2.bias"),
+    Rule("blocks.{i}.mlp.fc1.weight", "blocks.{i}.mlp.fc1.weight"),
+    Rule("blocks.{i}.mlp.fc1.bias", "blocks.{i}.mlp.fc1.bias"),
+    Rule("blocks.{i}.mlp.fc2.weight", "blocks.{i}.mlp.fc2.weight"),
+    Rule("blocks.{i}.mlp.fc2.bias", "blocks.{i}.mlp.fc2.bias"),
+    Rule("norm.weight", "norm.weight", optional=True),
+    Rule("norm.bias", "norm.bias", optional=True),
+    Rule("fc_norm.weight", "fc_norm.weight", optional=True),
+    Rule("fc_norm.bias", "fc_norm.bias", optional=True),
+    Rule("head.weight", "head.weight", optional=True),
+    Rule("head.bias", "head.bias", optional=True),
+    Rule("head_dist.weight", "head_dist.weight", optional=True),
+    Rule("head_dist.bias", "head_dist.bias", optional=True),
+)
+
+
+def import_state(theirs: Mapping[str, torch.Tensor], source: str = "timm", **known: Any) -> tuple[ViTConfig, dict]:
+    """(config, vitlab state dict) from a timm ViT / DeiT state dict. ``known`` overrides config fields."""
+    theirs = dict(theirs)
+    depth = block_depth(theirs, r"blocks\.(\d+)\.")
+    state = to_vitlab(theirs, RULES, depth, source)
+    n_prefix = int("cls_token" in state) + int("dist_token" in state)
+    if "pos_embed" in state and n_prefix:  # a table without prefix entries (timm's no_embed_class)
+        pos = state["pos_embed"]
+        n_pos = pos.shape[1]
+        if not _is_grid(n_pos - n_prefix, known.get("img_size"), state) and _is_grid(n_pos, known.get("img_size"), state):
+            state["pos_embed"] = torch.cat([pos.new_zeros(1, n_prefix, pos.shape[2]), pos], 1)
+    defaults = dict(norm_eps=1e-6, act="gelu")
+    if "dist_token" in state:  # DeiT: ImageNet statistics
+        defaults.update(mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    cfg = infer_vit_config(state, source, **{**defaults, **known})
+    return cfg, state
+
+
+def _is_grid(n: int, img_size: Any, state: Mapping[str, torch.Tensor]) -> bool:
+    import math
+
+    from vitlab.layers import to_2tuple
+
+    p = state["patch_embed.proj.weight"].shape[-1]
+    if img_size is not None:
+        h, w = to_2tuple(img_size)
+        if (h // p) * (w // p) == n:
+            return True
+    return n > 0 and math.isqrt(n) ** 2 == n
+
+
+def export_state(model: VisionTransformer) -> dict[str, torch.Tensor]:
+    """vitlab model -> timm state dict (loads into ``timm`` with :func:`timm_kwargs`)."""
+    cfg = _cfg(model)
+    if cfg.representation_size:
+        raise MappingError("export to timm: timm's VisionTransformer has no pre-logits layer (representation_size)")
+    if cfg.stem != "patch" or cfg.pos_embed != "learn":
+        raise MappingError(f"export to timm: stem {cfg.stem!r} / pos_embed {cfg.pos_embed!r} have no timm ViT equivalent here")
+    return from_vitlab(model.state_dict(), RULES, cfg.depth, "timm")
+
+
+def timm_kwargs(cfg: ViTConfig) -> dict[str, Any]:
+    """JSON-friendly keyword arguments of timm's ``VisionTransformer`` (or ``VisionTransformerDistilled``)."""
+    kw: dict[str, Any] = dict(
+        img_size=list(cfg.img_size), patch_size=cfg.patch_size, in_chans=cfg.in_chans, num_classes=cfg.num_classes,
+        embed_dim=cfg.embed_dim, depth=cfg.depth, num_heads=cfg.num_heads, mlp_ratio=cfg.mlp_dim / cfg.embed_dim,
+        qkv_bias=cfg.qkv_bias, class_token=cfg.class_token, global_pool=cfg.global_pool, fc_norm=cfg.fc_norm,
+    )
+    return kw
+
+
+def build_timm(cfg: ViTConfig) -> nn.Module:
+    """The timm model for a config (needs timm); eps and activation follow the config."""
+    from functools import partial
+
+    from timm.layers import GELUTanh
+    from timm.models.deit import VisionTransformerDistilled
+    from timm.models.vision_transformer import VisionTransformer as TimmViT
+
+    kw = timm_kwargs(cfg)
+    kw["img_size"] = tuple(kw["img_size"])
+    kw["norm_layer"] = partial(nn.LayerNorm, eps=cfg.norm_eps)
+    kw["act_layer"] = {"gelu": nn.GELU, "gelu_tanh": GELUTanh, "relu": nn.ReLU}[cfg.act]
+    if cfg.dist_token:
+        kw.pop("class_token"), kw.pop("fc_norm")
+        return VisionTransformerDistilled(**kw)
+    return TimmViT(**kw)
+
+
+def _cfg(model: nn.Module) -> ViTConfig:
+    cfg = getattr(model, "config", None)
+    if not isinstance(cfg, ViTConfig):
+        raise MappingError(f"{type(model).__name__} has no ViTConfig; build it with create_model()")
+    return cfg
