@@ -7,6 +7,7 @@ import sys
 import click
 
 from vitlab import __version__
+from vitlab.cli.convert_cmd import convert_cmd, resample_audit_cmd
 from vitlab.cli.eval_cmd import eval_cmd
 from vitlab.cli.models_cmd import models_cmd
 from vitlab.cli.predict_cmd import predict_cmd
@@ -24,6 +25,8 @@ cli.add_command(train_cmd)
 cli.add_command(eval_cmd)
 cli.add_command(predict_cmd)
 cli.add_command(models_cmd)
+cli.add_command(convert_cmd)
+cli.add_command(resample_audit_cmd)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -130,6 +130,8 @@ def import_weights(path: str | Path, fmt: str | None = None, *, img_size: int | 
     load_into(model, state, str(path))
     model.model_name = model_name
     info = {"source": str(path), "source_format": fmt, **info, "surgery": []}
+    if fmt in ("timm", "torchvision", "mindspore") and "num_heads" not in known:
+        info["guessed"] = {"num_heads": cfg.num_heads}  # these files do not record the heads
     if img_size is not None and to_2tuple(img_size) != model.patch_embed.img_size:
         info["surgery"].append(surgery.set_resolution(model, img_size, resample, align_corners))  # type: ignore[arg-type]
     if num_classes is not None and num_classes != model.num_classes:

@@ -1,0 +1,110 @@
+"""``vitlab convert``: weights from one ecosystem's layout to another's, optionally verified;
+``vitlab resample-audit``: how a model's logits move at a new resolution under each method."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+_IN = ["vitlab", "timm", "hf", "torchvision", "npz", "mindspore"]
+_OUT = ["vitlab", "timm", "hf", "torchvision", "mindspore"]
+_METHODS = ["bicubic-aa", "bicubic", "bilinear", "nearest"]
+
+
+def _size(value: str | None) -> tuple[int, int] | None:
+    """'384' -> (384, 384); '224x320' -> (224, 320)."""
+    if value is None:
+        return None
+    from vitlab.errors import ConfigError
+
+    try:
+        parts = [int(p) for p in value.lower().replace(",", "x").split("x")]
+    except ValueError:
+        raise ConfigError(f"--img-size {value!r}: expected S or HxW") from None
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or min(parts) <= 0:
+        raise ConfigError(f"--img-size {value!r}: expected S or HxW")
+    return (parts[0], parts[1])
+
+
+@click.command("convert")
+@click.argument("src", type=click.Path(exists=True))
+@click.argument("dst", type=click.Path())
+@click.option("--from", "src_fmt", type=click.Choice(_IN), help="Source layout (guessed from SRC when omitted).")
+@click.option("--to", "dst_fmt", type=click.Choice(_OUT), default="vitlab", show_default=True, help="Target layout.")
+@click.option("--img-size", help="Target input size S or HxW; the position table is resampled if needed.")
+@click.option("--num-classes", type=click.IntRange(min=0), help="New head with N classes (re-initialised; dropped keys logged).")
+@click.option("--num-heads", type=click.IntRange(min=1), help="Attention heads (weights do not record them; default: the published choice for the width).")
+@click.option("--model", "model_name", help="A registered model name whose numerics / preprocessing apply.")
+@click.option("--patch-size", type=click.IntRange(min=1), help="New patch size (FlexiViT pseudo-inverse kernel resize).")
+@click.option("--resample", type=click.Choice(_METHODS), default="bicubic-aa", show_default=True, help="Position-table resampling.")
+@click.option("--align-corners", is_flag=True, help="align_corners for bilinear / bicubic resampling.")
+@click.option("--verify", is_flag=True, help="Run source and result on the same random inputs; print the largest logit difference.")
+def convert_cmd(src, dst, src_fmt, dst_fmt, img_size, num_classes, num_heads, model_name, patch_size, resample,
+                align_corners, verify) -> None:
+    """Convert SRC (file or HF folder) into DST in another library's layout."""
+    from vitlab.weights import surgery
+    from vitlab.weights.api import detect_format, export_weights, import_weights, read_source
+
+    src_fmt = src_fmt or detect_format(src)
+    imp = import_weights(src, src_fmt, img_size=_size(img_size), num_classes=num_classes, model_name=model_name,
+                         resample=resample, align_corners=align_corners, num_heads=num_heads)
+    if patch_size is not None and patch_size != imp.model.patch_embed.patch_size:
+        imp.info["surgery"].append(surgery.set_patch_size(imp.model, patch_size, resample))
+    export_weights(imp.model, dst, dst_fmt, imp.class_names, info=imp.info)
+    cfg = imp.model.config
+    click.echo(f"{src} ({src_fmt}) -> {dst} ({dst_fmt}): depth {cfg.depth}, width {cfg.embed_dim}, heads {cfg.num_heads}, "
+               f"patch {cfg.patch_size}, input {cfg.img_size[0]}x{cfg.img_size[1]}, {cfg.num_classes} classes")
+    if "guessed" in imp.info:
+        click.echo(f"note: {src_fmt} files do not record the attention heads; assumed {cfg.num_heads} "
+                   "(the published choice for this width); pass --num-heads or --model if that is wrong")
+    for rec in imp.info["surgery"]:
+        click.echo(f"surgery: {json.dumps(rec)}")
+    if verify:
+        from vitlab.weights.verify import compare, peer_forward
+
+        if num_classes is not None and imp.info["surgery"] and any(r["op"] == "reset_classifier" for r in imp.info["surgery"]):
+            click.echo("verify: skipped, the head was re-initialised")
+            return
+        if patch_size is not None:
+            click.echo("verify: skipped, the patch size changed")
+            return
+        known = {"num_heads": num_heads, "img_size": _size(img_size)}
+        src_cfg = read_source(src, src_fmt, **known)[0] if src_fmt != "vitlab" else read_source(src, src_fmt)[0]
+        src_cfg = src_cfg.replace(num_heads=cfg.num_heads, norm_eps=cfg.norm_eps, act=cfg.act)
+        result = compare(peer_forward(src_fmt, src, src_cfg), peer_forward(dst_fmt, dst, cfg), src_cfg, cfg)
+        note = " (result fed resized inputs: this measures the resampling)" if result["resized"] else ""
+        click.echo(f"verify: max abs logit difference {result['max_abs_diff']:.3e}, top-1 agreement "
+                   f"{result['top1_agree']:.0%}{note}")
+
+
+@click.command("resample-audit")
+@click.argument("weights", type=click.Path(exists=True))
+@click.option("--from", "src_fmt", type=click.Choice(_IN), help="Layout of WEIGHTS (guessed when omitted).")
+@click.option("--img-size", required=True, help="New input size S or HxW.")
+@click.option("--num-heads", type=click.IntRange(min=1))
+@click.option("--methods", default=",".join(_METHODS), show_default=True, help="Comma-separated methods to compare.")
+@click.option("--align-corners", is_flag=True)
+@click.option("--json", "as_json", is_flag=True)
+def resample_audit_cmd(weights, src_fmt, img_size, num_heads, methods, align_corners, as_json) -> None:
+    """How WEIGHTS' logits change at a new resolution under each position-table resampling method."""
+    from vitlab.errors import ConfigError
+    from vitlab.weights.api import import_weights
+    from vitlab.weights.surgery import audit_resolution
+
+    chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
+    bad = [m for m in chosen if m not in _METHODS]
+    if bad or not chosen:
+        raise ConfigError(f"--methods: unknown {', '.join(bad) or '(none given)'}; choose from {', '.join(_METHODS)}")
+    imp = import_weights(weights, src_fmt, num_heads=num_heads)
+    rows = audit_resolution(imp.model, _size(img_size), chosen, align_corners=align_corners)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    h, w = imp.model.config.img_size
+    click.echo(f"{weights}: {h}x{w} -> {img_size}; logits vs the original size on the same (resized) images")
+    click.echo(f"{'method':<12} {'max |dlogit|':>13} {'mean |dlogit|':>14} {'top-1 agree':>12}")
+    for r in rows:
+        click.echo(f"{r['method']:<12} {r['max_abs']:>13.4f} {r['mean_abs']:>14.4f} {r['top1_agree']:>12.0%}")
