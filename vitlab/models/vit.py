@@ -11,6 +11,7 @@ not copies of it. :func:`build_vit` turns a :class:`ViTConfig` into constructor 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -19,13 +20,21 @@ import torch
 from torch import nn
 
 from vitlab.layers import Attention, ConvStemEmbed, DropPath, Mlp, PatchEmbed, TokenEmbed, to_2tuple
+from vitlab.layers.cnn_embed import CnnPatchEmbed
 from vitlab.layers.mlp import Activation
 from vitlab.layers.pos_embed import ResampleMethod, resample_pos_embed, sincos_2d
+from vitlab.layers.reattention import reattention_layers
+from vitlab.layers.resnet_stem import ResNetV2Embed
 from vitlab.models.vit_config import ViTConfig
 
 
 class Block(nn.Module):
-    """Pre-norm Transformer block: x + MSA(LN(x)), then x + MLP(LN(x)) (ViT paper, Eq. 2-3)."""
+    """Pre-norm Transformer block: x + MSA(LN(x)), then x + MLP(LN(x)) (ViT paper, Eq. 2-3).
+
+    ``attn_layer`` is a factory ``(dim, num_heads, qkv_bias=, attn_drop=, proj_drop=) -> Attention``
+    (the class itself, or e.g. a partial of ReAttention). ``scale_adjustment`` s != 1 gives the
+    official DeepViT block, x + f(LN(s x)) / s on both branches.
+    """
 
     def __init__(
         self,
@@ -38,9 +47,11 @@ class Block(nn.Module):
         drop: float = 0.0,
         attn_drop: float = 0.0,
         drop_path: float = 0.0,
-        attn_layer: type[Attention] = Attention,
+        attn_layer: Callable[..., Attention] = Attention,
+        scale_adjustment: float = 1.0,
     ) -> None:
         super().__init__()
+        self.scale_adjustment = scale_adjustment
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.attn = attn_layer(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop)
         self.drop_path1 = DropPath(drop_path)
@@ -50,6 +61,10 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, T, D) -> (B, T, D)."""
+        s = self.scale_adjustment
+        if s != 1.0:
+            x = x + self.drop_path1(self.attn(self.norm1(x * s))) / s
+            return x + self.drop_path2(self.mlp(self.norm2(x * s))) / s
         x = x + self.drop_path1(self.attn(self.norm1(x)))
         return x + self.drop_path2(self.mlp(self.norm2(x)))
 
@@ -77,7 +92,9 @@ class VisionTransformer(nn.Module):
         head_drop_rate: dropout before the classifier.
         representation_size: width of the paper's pre-logits layer (Linear + tanh), or None.
         embed_layer: factory ``(img_size, patch_size, in_chans, embed_dim) -> TokenEmbed``.
-        attn_layer: attention class, :class:`Attention` or a subclass; or a per-block sequence.
+        attn_layer: attention class, :class:`Attention` or a subclass (or a factory returning one);
+            or a per-block sequence of them.
+        scale_adjustment: DeepViT's block scale adjustment (1.0: the plain ViT block).
     """
 
     def __init__(
@@ -104,7 +121,8 @@ class VisionTransformer(nn.Module):
         head_drop_rate: float = 0.0,
         representation_size: int | None = None,
         embed_layer: Callable[..., TokenEmbed] = PatchEmbed,
-        attn_layer: type[Attention] | Sequence[type[Attention]] = Attention,
+        attn_layer: Callable[..., Attention] | Sequence[Callable[..., Attention]] = Attention,
+        scale_adjustment: float = 1.0,
     ) -> None:
         super().__init__()
         if global_pool not in ("token", "avg"):
@@ -137,7 +155,8 @@ class VisionTransformer(nn.Module):
             raise ValueError(f"got {len(attn_layers)} attention layers for {depth} blocks")
         dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.ModuleList(
-            Block(embed_dim, num_heads, mlp_dim, qkv_bias, norm_eps, act, drop_rate, attn_drop_rate, dpr[i], attn_layers[i])
+            Block(embed_dim, num_heads, mlp_dim, qkv_bias, norm_eps, act, drop_rate, attn_drop_rate, dpr[i], attn_layers[i],
+                  scale_adjustment)
             for i in range(depth)
         )
         self.norm = nn.LayerNorm(embed_dim, eps=norm_eps) if not fc_norm else nn.Identity()
@@ -361,23 +380,33 @@ def _store_into(store: dict[int, torch.Tensor], key: int) -> Callable:
 def build_vit(cfg: ViTConfig) -> VisionTransformer:
     """Construct a :class:`VisionTransformer` from a config; the only reader of ViTConfig."""
     cfg.validate()
-    if cfg.stem == "conv":
-        channels = tuple(cfg.stem_channels)
-
-        def embed_layer(img_size: tuple[int, int], patch_size: int, in_chans: int, embed_dim: int) -> TokenEmbed:
-            return ConvStemEmbed(img_size, patch_size, in_chans, embed_dim, channels)
+    embed_layer = _embed_layer(cfg)
+    if cfg.attn_type == "reattention":
+        attn_layer: Any = reattention_layers(cfg.depth, cfg.reattn_blocks, cfg.reattn_mode, cfg.reattn_init, cfg.reattn_scale)
     else:
-        embed_layer = PatchEmbed
+        attn_layer = Attention
     model = VisionTransformer(
         img_size=cfg.img_size, patch_size=cfg.patch_size, in_chans=cfg.in_chans, num_classes=cfg.num_classes,
         embed_dim=cfg.embed_dim, depth=cfg.depth, num_heads=cfg.num_heads, mlp_dim=cfg.mlp_dim,
         qkv_bias=cfg.qkv_bias, norm_eps=cfg.norm_eps, act=cfg.act, class_token=cfg.class_token,
         global_pool=cfg.global_pool, fc_norm=cfg.fc_norm, pos_embed=cfg.pos_embed, drop_rate=cfg.drop_rate,
         attn_drop_rate=cfg.attn_drop_rate, drop_path_rate=cfg.drop_path_rate, head_drop_rate=cfg.head_drop_rate,
-        representation_size=cfg.representation_size, embed_layer=embed_layer, dist_token=cfg.dist_token,
+        representation_size=cfg.representation_size, embed_layer=embed_layer, attn_layer=attn_layer,
+        scale_adjustment=cfg.scale_adjustment, dist_token=cfg.dist_token,
     )
     model.config = cfg
     return model
+
+
+def _embed_layer(cfg: ViTConfig) -> Callable[..., TokenEmbed]:
+    """The token-embedding factory ``(img_size, patch_size, in_chans, embed_dim) -> TokenEmbed`` of a config."""
+    if cfg.stem == "conv":
+        return functools.partial(ConvStemEmbed, channels=tuple(cfg.stem_channels))
+    if cfg.stem == "cnn":
+        return functools.partial(CnnPatchEmbed, width=cfg.stem_width)
+    if cfg.stem == "resnetv2":
+        return functools.partial(ResNetV2Embed, layers=tuple(cfg.stem_layers), width=cfg.stem_width)
+    return PatchEmbed
 
 
 def mlp_dim_for(embed_dim: int, ratio: float) -> int:

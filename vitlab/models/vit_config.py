@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -29,8 +30,17 @@ class ViTConfig:
     global_pool: Literal["token", "avg"] = "token"
     fc_norm: bool = False
     pos_embed: Literal["learn", "sincos", "none"] = "learn"
-    stem: Literal["patch", "conv"] = "patch"
-    stem_channels: tuple[int, ...] = ()
+    stem: Literal["patch", "conv", "cnn", "resnetv2"] = "patch"
+    stem_channels: tuple[int, ...] = ()  # "conv": channels of the stride-2 convs
+    stem_layers: tuple[int, ...] = ()  # "resnetv2": bottlenecks per stage, e.g. (3, 4, 9) for R50
+    stem_width: int = 64  # "cnn" / "resnetv2": stem channels
+    # Attention: plain multi-head self-attention or DeepViT's re-attention (vitlab.layers.reattention).
+    attn_type: Literal["mhsa", "reattention"] = "mhsa"
+    reattn_mode: Literal["official", "vit-pytorch"] = "official"
+    reattn_blocks: int | None = None  # re-attention in the last k blocks; None: every block
+    reattn_init: Literal["identity", "random"] = "identity"
+    reattn_scale: bool = False  # official transform_scale: mixed maps times head_dim ** -0.5
+    scale_adjustment: float = 1.0  # official DeepViT block: x + f(LN(x * s)) / s on both branches
     drop_rate: float = 0.0
     attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.0
@@ -58,6 +68,19 @@ class ViTConfig:
         if self.stem == "conv" and 2 ** len(self.stem_channels) != self.patch_size:
             raise ConfigError(f"stem_channels {self.stem_channels} downsample by {2 ** len(self.stem_channels)}, "
                               f"not by patch_size {self.patch_size}")
+        for name in ("stem", "attn_type", "reattn_mode", "reattn_init"):
+            allowed = typing.get_args(typing.get_type_hints(ViTConfig)[name])
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {getattr(self, name)!r}")
+        if self.stem == "cnn" and self.patch_size % 2:
+            raise ConfigError(f"stem 'cnn' needs an even patch_size, got {self.patch_size}")
+        if self.stem == "resnetv2" and (not self.stem_layers or 4 * 2 ** (len(self.stem_layers) - 1) != self.patch_size):
+            raise ConfigError(f"stem_layers {self.stem_layers} give a ResNet of stride "
+                              f"{4 * 2 ** max(len(self.stem_layers) - 1, 0)}, not patch_size {self.patch_size}")
+        if self.reattn_blocks is not None and self.reattn_blocks < 0:
+            raise ConfigError(f"reattn_blocks must be >= 0 or null, got {self.reattn_blocks}")
+        if not self.scale_adjustment > 0:
+            raise ConfigError(f"scale_adjustment must be > 0, got {self.scale_adjustment}")
         if len(self.mean) != self.in_chans or len(self.std) != self.in_chans:
             raise ConfigError(f"mean/std have {len(self.mean)}/{len(self.std)} entries for in_chans {self.in_chans}")
         for name in ("drop_rate", "attn_drop_rate", "drop_path_rate", "head_drop_rate"):
@@ -74,7 +97,7 @@ class ViTConfig:
         if "img_size" in fixed:
             size = fixed["img_size"]
             fixed["img_size"] = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
-        for key in ("stem_channels", "mean", "std"):
+        for key in ("stem_channels", "stem_layers", "mean", "std"):
             if key in fixed:
                 fixed[key] = tuple(fixed[key])
         if "in_chans" in fixed and "mean" not in fixed and len(self.mean) != fixed["in_chans"]:
