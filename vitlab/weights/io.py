@@ -49,11 +49,13 @@ def read_torch(path: str | Path) -> dict[str, torch.Tensor]:
     except Exception as err:  # noqa: BLE001 - torch raises several types; classify by message
         text = str(err)
         match = re.search(r"GLOBAL ([\w.]+)", text) or re.search(r"Unsupported global: ([\w.]+)", text)
-        if match or "weights_only" in text.lower() and "unpickl" in text.lower():
-            name = match.group(1) if match else "unknown"
+        if match:
+            name = match.group(1)
             raise UnsafePickleError(f"{path}: refusing to unpickle: the file needs the disallowed global {name} "
                                     "(only plain tensors are loaded; re-save it as a state dict or safetensors)") from None
-        raise MalformedFileError(f"{path}: not a readable torch file ({_first_line(err)})") from None
+        detail = re.search(r"WeightsUnpickler error: \s*(.+)", text)
+        why = detail.group(1).strip().splitlines()[0] if detail else _first_line(err)
+        raise MalformedFileError(f"{path}: not a readable torch file ({why})") from None
     for key in ("state_dict", "model", "module"):
         if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
             obj = obj[key]
