@@ -1,0 +1,15 @@
+"""Attention entropy per head: how spread out each query's attention is (nats).
+
+0 when every query attends to one token; ``log T`` when it attends uniformly to all T tokens.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def attention_entropy(attn: torch.Tensor) -> torch.Tensor:
+    """(B, H, T, T) probabilities -> (B, H): ``-sum_j A[i, j] log A[i, j]`` averaged over all queries i."""
+    a = attn.double()
+    ent = -(a * torch.log(a.clamp_min(1e-30))).sum(dim=-1)  # 0 log 0 = 0
+    return ent.mean(dim=-1).to(attn.dtype)
