@@ -1,0 +1,240 @@
+"""Figures for the analyses (matplotlib, headless Agg). Each writes a PNG to a path or a binary file.
+
+Many-panel figures are drawn as one mosaic image (numpy) with a single ``imshow``: a 12 x 13 grid of
+attention maps costs one axis, not 156.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import torch
+
+Dest = str | Path | BinaryIO
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, dest: Dest, dpi: int = 100) -> None:
+    plt = _pyplot()
+    fig.savefig(dest, dpi=dpi, format="png", bbox_inches="tight")
+    plt.close(fig)
+
+
+def _rgb(image: np.ndarray) -> np.ndarray:
+    """HxW or HxWx1/3 uint8 -> HxWx3 float in [0, 1]."""
+    img = np.asarray(image, dtype=np.float64) / 255.0
+    if img.ndim == 2:
+        img = img[..., None]
+    return np.repeat(img, 3, axis=2) if img.shape[2] == 1 else img[..., :3]
+
+
+def _normalise(a: np.ndarray) -> np.ndarray:
+    lo, hi = float(a.min()), float(a.max())
+    return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+
+
+def overlay(image: np.ndarray, heat: torch.Tensor | np.ndarray, alpha: float = 0.55, cmap: str = "jet") -> np.ndarray:
+    """An image (HxW or HxWx3 uint8) with a (gh, gw) map upsampled over it -> HxWx3 float in [0, 1]."""
+    import matplotlib
+
+    base = _rgb(image)
+    h = torch.as_tensor(np.asarray(heat, dtype=np.float32))[None, None]
+    up = torch.nn.functional.interpolate(h, size=base.shape[:2], mode="bilinear", align_corners=False)[0, 0].numpy()
+    colour = matplotlib.colormaps[cmap](_normalise(up))[..., :3]
+    grey = base.mean(axis=2, keepdims=True)
+    return (1 - alpha) * grey + alpha * colour
+
+
+def mosaic(tiles: np.ndarray, pad: int = 1, fill: float = 1.0) -> np.ndarray:
+    """(R, C, h, w, 3) tiles -> one (R*(h+pad)-pad, C*(w+pad)-pad, 3) image with ``fill`` gaps."""
+    R, C, h, w, ch = tiles.shape
+    out = np.full((R * (h + pad) - pad, C * (w + pad) - pad, ch), fill, dtype=np.float64)
+    for r in range(R):
+        for c in range(C):
+            out[r * (h + pad): r * (h + pad) + h, c * (w + pad): c * (w + pad) + w] = tiles[r, c]
+    return out
+
+
+def _upscale(img: np.ndarray, min_side: int = 56) -> np.ndarray:
+    k = max(1, math.ceil(min_side / max(1, min(img.shape[:2]))))
+    return img.repeat(k, axis=0).repeat(k, axis=1) if k > 1 else img
+
+
+def save_attention_maps(image: np.ndarray, cls_maps: torch.Tensor, dest: Dest, title: str = "") -> None:
+    """Rows = layers, columns = the image then one class-token map per head, overlaid on the image."""
+    plt = _pyplot()
+    L, H = cls_maps.shape[:2]
+    base = _upscale(_rgb(image))
+    tiles = np.stack([np.stack([base] + [overlay(base * 255, cls_maps[l, h]) for h in range(H)]) for l in range(L)])
+    big = mosaic(tiles, pad=max(1, base.shape[0] // 28))
+    th, tw = base.shape[0], base.shape[1]
+    fig, ax = plt.subplots(figsize=(min(1.0 * (H + 1) + 1, 18), min(1.0 * L + 0.8, 24)))
+    ax.imshow(big, interpolation="nearest")
+    step_y, step_x = big.shape[0] / L, big.shape[1] / (H + 1)
+    ax.set_yticks([step_y * (l + 0.5) for l in range(L)], labels=[f"layer {l}" for l in range(L)], fontsize=7)
+    ax.set_xticks([step_x * (c + 0.5) for c in range(H + 1)], labels=["image"] + [f"head {h}" for h in range(H)],
+                  fontsize=7, rotation=90 if H > 8 else 0)
+    ax.tick_params(length=0)
+    for s in ax.spines.values():
+        s.set_visible(False)
+    ax.set_title(title or f"class-token attention per layer and head ({th}x{tw} px)", fontsize=9)
+    _save(fig, dest)
+
+
+def save_overlay_grid(images: Sequence[np.ndarray], heats: Sequence, titles: Sequence[str], dest: Dest,
+                      colours: Sequence[str] | None = None, suptitle: str = "") -> None:
+    """Each image above its saliency overlay; one column per image."""
+    plt = _pyplot()
+    n = len(images)
+    cols = max(1, min(n, 8))
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(2 * rows, cols, figsize=(1.9 * cols, 3.9 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i in range(n):
+        r, c = 2 * (i // cols), i % cols
+        base = _upscale(_rgb(images[i]))
+        axes[r, c].imshow(base, interpolation="nearest")
+        axes[r, c].set_title(titles[i], fontsize=9, color=(colours[i] if colours else "black"))
+        axes[r + 1, c].imshow(overlay(base * 255, heats[i]), interpolation="nearest")
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=9)
+    fig.tight_layout()
+    _save(fig, dest)
+
+
+def save_per_head_dots(values: torch.Tensor, dest: Dest, ylabel: str, title: str,
+                       reference: tuple[float, str] | None = None) -> None:
+    """ViT paper Fig. 7 (right) style: network depth on x, the value on y, one dot per head."""
+    plt = _pyplot()
+    L, H = values.shape
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    colours = plt.get_cmap("tab20")(np.arange(H) % 20)
+    for h in range(H):
+        ax.scatter(np.arange(1, L + 1), values[:, h].numpy(), s=14, color=colours[h], label=f"head {h}")
+    if reference is not None:
+        ax.axhline(reference[0], ls="--", lw=1, color="grey")
+        ax.text(1, reference[0], reference[1], fontsize=7, va="bottom", color="grey")
+    ax.set_xlabel("network depth (layer)")
+    ax.set_ylabel(ylabel)
+    ax.set_xticks(range(1, L + 1))
+    top = max(float(values.max()), reference[0] if reference else 0.0)
+    ax.set_ylim(0, top * 1.1 + 1e-9)
+    ax.set_title(title, fontsize=9)
+    if H <= 16:
+        ax.legend(fontsize=6, ncol=2, loc="lower right", frameon=False)
+    fig.tight_layout()
+    _save(fig, dest)
+
+
+def save_posembed(sim: torch.Tensor, dest: Dest) -> None:
+    """ViT paper Fig. 7 (centre): tile (r, c) shows position (r, c)'s cosine similarity to every position."""
+    plt = _pyplot()
+    import matplotlib
+
+    gh, gw = sim.shape[:2]
+    cmap = matplotlib.colormaps["viridis"]
+    tiles = cmap(((sim.numpy() + 1) / 2).clip(0, 1))[..., :3]  # (gh, gw, gh, gw, 3)
+    k = max(1, 8 // max(gh, gw))
+    tiles = tiles.repeat(k, axis=2).repeat(k, axis=3)
+    big = mosaic(tiles, pad=max(1, tiles.shape[2] // 7))
+    fig, ax = plt.subplots(figsize=(6, 6 * gh / gw + 0.4))
+    ax.imshow(big, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_xlabel("input patch column")
+    ax.set_ylabel("input patch row")
+    ax.set_title("position embedding similarity", fontsize=9)
+    fig.colorbar(matplotlib.cm.ScalarMappable(matplotlib.colors.Normalize(-1, 1), cmap), ax=ax,
+                 fraction=0.046, label="cosine similarity")
+    _save(fig, dest)
+
+
+def save_filters(components: torch.Tensor, explained: torch.Tensor, dest: Dest) -> None:
+    """ViT paper Fig. 7 (left): principal components of the patch projection as RGB (or grey) filters."""
+    plt = _pyplot()
+    k, C = components.shape[:2]
+    cols = 7 if k > 7 else k
+    rows = math.ceil(k / cols)
+    tiles = np.ones((rows, cols, *components.shape[2:], 3))
+    for i in range(k):
+        f = components[i].permute(1, 2, 0).numpy()
+        f = _normalise(f)
+        tiles[i // cols, i % cols] = np.repeat(f, 3, axis=2) if C == 1 else f[..., :3]
+    tiles = tiles.repeat(max(1, 16 // tiles.shape[2]), axis=2).repeat(max(1, 16 // tiles.shape[3]), axis=3)
+    fig, ax = plt.subplots(figsize=(0.9 * cols + 0.4, 0.9 * rows + 0.6))
+    ax.imshow(mosaic(tiles, pad=2), interpolation="nearest")
+    ax.axis("off")
+    ax.set_title(f"{'RGB' if C == 3 else 'grey'} embedding filters: first {k} principal components "
+                 f"({100 * float(explained.sum()):.0f}% of variance)", fontsize=8)
+    _save(fig, dest)
+
+
+def save_collapse(cross: torch.Tensor, neighbours: dict[int, torch.Tensor], head_sim: torch.Tensor,
+                  dest: Dest, threshold: float, head_threshold: float, similar: Sequence[int]) -> None:
+    """DeepViT Fig. 3 / 5 style: layer-by-layer similarity, similarity to the next k blocks, heads."""
+    plt = _pyplot()
+    L = cross.shape[0]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    im = axes[0].imshow(cross.numpy(), vmin=0, vmax=1, cmap="viridis")
+    axes[0].set_xlabel("block q")
+    axes[0].set_ylabel("block p")
+    axes[0].set_title("cross-layer similarity M^{p,q}", fontsize=9)
+    fig.colorbar(im, ax=axes[0], fraction=0.046)
+    for k, vals in neighbours.items():
+        if len(vals):
+            axes[1].plot(np.arange(1, len(vals) + 1), vals.numpy(), marker="o", ms=3, label=f"k = {k}")
+    axes[1].axhline(threshold, ls="--", lw=1, color="grey")
+    axes[1].set_ylim(0, 1.05)
+    axes[1].set_xlabel("block index")
+    axes[1].set_ylabel("similarity to block + k")
+    axes[1].set_title(f"{len(similar)} of {L} blocks similar to a neighbour (>= {threshold:g})", fontsize=9)
+    axes[1].legend(fontsize=7, frameon=False)
+    heads = head_sim  # (L, H, H) mean over images
+    H = heads.shape[-1]
+    off = ~torch.eye(H, dtype=torch.bool)
+    vals = [heads[l][off].numpy() for l in range(L)] if H > 1 else [np.zeros(1) for _ in range(L)]
+    axes[2].boxplot(vals, positions=np.arange(1, L + 1), widths=0.6, showfliers=False)
+    axes[2].axhline(head_threshold, ls="--", lw=1, color="grey")
+    axes[2].set_ylim(0, 1.05)
+    axes[2].set_xlabel("block index")
+    axes[2].set_ylabel("similarity between heads")
+    axes[2].set_title(f"within-block head similarity (threshold {head_threshold:g})", fontsize=9)
+    fig.tight_layout()
+    _save(fig, dest)
+
+
+def save_curves(train: Sequence[dict], epochs: Sequence[dict], dest: Dest) -> None:
+    """Training loss per step, and validation loss / top-1 per epoch (from metrics.jsonl)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    if train:
+        axes[0].plot([r["step"] for r in train], [r["loss"] for r in train], lw=1, label="train loss (step)")
+    ep = [r for r in epochs if "val_loss" in r]
+    if ep:
+        axes[0].plot([r["step"] for r in ep], [r["val_loss"] for r in ep], marker="o", label="val loss (epoch)")
+        axes[1].plot([r["epoch"] + 1 for r in ep], [r["val_top1"] for r in ep], marker="o", label="val top-1")
+        if any("val_top5" in r for r in ep):
+            axes[1].plot([r["epoch"] + 1 for r in ep], [r.get("val_top5", float("nan")) for r in ep], marker="s",
+                         label="val top-5")
+    axes[0].set_xlabel("step")
+    axes[0].set_ylabel("loss")
+    axes[0].legend(fontsize=7, frameon=False)
+    axes[1].xaxis.get_major_locator().set_params(integer=True)
+    axes[1].set_xlabel("epoch")
+    axes[1].set_ylabel("accuracy (%)")
+    axes[1].legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    _save(fig, dest)
