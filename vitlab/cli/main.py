@@ -8,7 +8,9 @@ import click
 
 from vitlab import __version__
 from vitlab.cli.convert_cmd import convert_cmd, resample_audit_cmd
+from vitlab.cli.convert_cmd import convert_cmd, resample_audit_cmd
 from vitlab.cli.eval_cmd import eval_cmd
+from vitlab.cli.export_cmd import export_cmd
 from vitlab.cli.models_cmd import models_cmd
 from vitlab.cli.predict_cmd import predict_cmd
 from vitlab.cli.train_cmd import train_cmd
@@ -25,6 +27,9 @@ cli.add_command(train_cmd)
 cli.add_command(eval_cmd)
 cli.add_command(predict_cmd)
 cli.add_command(models_cmd)
+cli.add_command(convert_cmd)
+cli.add_command(resample_audit_cmd)
+cli.add_command(export_cmd)
 cli.add_command(convert_cmd)
 cli.add_command(resample_audit_cmd)
 

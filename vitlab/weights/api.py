@@ -81,6 +81,11 @@ def read_source(path: str | Path, fmt: str, **known: Any) -> tuple[ViTConfig, di
         from vitlab.weights.io import read_safetensors, read_torch
 
         theirs = read_safetensors(path)[0] if path.suffix == ".safetensors" else read_torch(path)
+        if fmt == "timm" and "patch_embed.backbone.stem.conv.weight" in theirs:  # ResNet-ViT hybrid
+            from vitlab.weights.convert_timm_hybrid import import_state as import_hybrid
+
+            cfg, state = import_hybrid(theirs, src, **known)
+            return cfg, state, [], {}
         if fmt == "timm":
             from vitlab.weights.convert_timm import import_state
         else:
@@ -164,7 +169,12 @@ def export_weights(model: VisionTransformer, path: str | Path, fmt: str, class_n
     elif fmt == "timm":
         from vitlab.weights.convert_timm import export_state, timm_kwargs
 
-        state = export_state(model)
+        if model.config.stem == "resnetv2":
+            from vitlab.weights.convert_timm_hybrid import export_state as export_hybrid
+
+            state = export_hybrid(model)
+        else:
+            state = export_state(model)
         if path.suffix == ".safetensors":
             write_safetensors(path, state, {"format": "pt", "timm_kwargs": json.dumps(timm_kwargs(model.config)),
                                             "architecture": str(getattr(model, "model_name", "") or "")})

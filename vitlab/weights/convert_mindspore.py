@@ -18,7 +18,7 @@ from vitlab.models.vit import VisionTransformer
 from vitlab.models.vit_config import ViTConfig
 from vitlab.weights.errors import MappingError
 from vitlab.weights.infer import infer_vit_config
-from vitlab.weights.keymap import Rule, block_depth, from_vitlab, to_vitlab
+from vitlab.weights.keymap import Rule, require_plain_vit, block_depth, from_vitlab, to_vitlab
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # Optimizer state and training counters that MindSpore's ModelCheckpoint saves beside the weights.
@@ -72,6 +72,7 @@ def import_state(theirs: Mapping[str, torch.Tensor], source: str = "mindspore",
 def export_state(model: VisionTransformer) -> dict[str, torch.Tensor]:
     """vitlab -> mindcv parameter names (float32)."""
     cfg = model.config
+    require_plain_vit(cfg, "mindspore")
     if cfg.dist_token or cfg.representation_size or cfg.stem != "patch" or cfg.pos_embed != "learn":
         raise MappingError("export to mindspore: mindcv's ViT has no distillation token, pre-logits layer, "
                            "conv stem or fixed position table")

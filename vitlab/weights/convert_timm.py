@@ -19,7 +19,7 @@ from vitlab.models.vit import VisionTransformer
 from vitlab.models.vit_config import ViTConfig
 from vitlab.weights.errors import MappingError
 from vitlab.weights.infer import infer_vit_config
-from vitlab.weights.keymap import Rule, block_depth, from_vitlab, to_vitlab
+from vitlab.weights.keymap import Rule, require_plain_vit, block_depth, from_vitlab, to_vitlab
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -86,6 +86,7 @@ def _is_grid(n: int, img_size: Any, state: Mapping[str, torch.Tensor]) -> bool:
 def export_state(model: VisionTransformer) -> dict[str, torch.Tensor]:
     """vitlab model -> timm state dict (loads into ``timm`` with :func:`timm_kwargs`)."""
     cfg = _cfg(model)
+    require_plain_vit(cfg, "timm")
     if cfg.representation_size:
         raise MappingError("export to timm: timm's VisionTransformer has no pre-logits layer (representation_size)")
     if cfg.stem != "patch" or cfg.pos_embed != "learn":

@@ -18,7 +18,7 @@ from vitlab.models.vit import VisionTransformer
 from vitlab.models.vit_config import ViTConfig
 from vitlab.weights.errors import MappingError
 from vitlab.weights.infer import infer_vit_config
-from vitlab.weights.keymap import Rule, block_depth, from_vitlab, to_vitlab
+from vitlab.weights.keymap import Rule, require_plain_vit, block_depth, from_vitlab, to_vitlab
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # torchvision's builders: name -> (patch, layers, heads, width, mlp)
@@ -77,6 +77,7 @@ def import_state(theirs: Mapping[str, torch.Tensor], source: str = "torchvision"
 def export_state(model: VisionTransformer) -> dict[str, torch.Tensor]:
     """vitlab -> torchvision state dict (square, class token, no dist token / fc_norm)."""
     cfg = model.config
+    require_plain_vit(cfg, "torchvision")
     if (cfg.img_size[0] != cfg.img_size[1] or not cfg.class_token or cfg.dist_token or cfg.fc_norm
             or cfg.global_pool != "token" or cfg.stem != "patch" or cfg.pos_embed != "learn" or cfg.act != "gelu"
             or not cfg.qkv_bias):

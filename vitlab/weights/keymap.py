@@ -158,3 +158,12 @@ def load_into(model: nn.Module, state: Mapping[str, Tensor], source: str) -> Non
     with torch.no_grad():
         for k, v in own.items():
             v.copy_(state[k].to(dtype=v.dtype))
+
+
+def require_plain_vit(cfg: object, target: str, stems: tuple[str, ...] = ("patch",)) -> None:
+    """Raise MappingError unless ``cfg`` is a ViT the target library can express (plain attention, known stem)."""
+    attn = getattr(cfg, "attn_type", "mhsa")
+    stem = getattr(cfg, "stem", "patch")
+    if attn != "mhsa" or getattr(cfg, "scale_adjustment", 1.0) != 1.0 or stem not in stems:
+        raise MappingError(f"export to {target}: attention {attn!r} / stem {stem!r} has no {target} equivalent "
+                           "(plain multi-head attention and a patch stem are needed)")

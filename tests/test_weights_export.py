@@ -1,0 +1,90 @@
+"""Export: ONNX (dynamic batch, checked with onnxruntime), torch.export, ``vitlab export``; timm hybrids via the API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import vitlab
+from vitlab.cli.main import main
+from vitlab.engine.checkpoint import save_weights
+from vitlab.weights import export_weights, import_weights
+from vitlab.weights.errors import MappingError
+
+
+def _tiny(**kw) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = vitlab.create_model("vit_pico_patch4_32", depth=1, embed_dim=32, num_heads=2, mlp_dim=64, **kw)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model.eval()
+
+
+def test_onnx_dynamic_batch_matches_onnxruntime(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    import onnx
+    import onnxruntime as ort
+
+    save_weights(tmp_path / "m.safetensors", _tiny(), [str(i) for i in range(10)])
+    assert main(["export", str(tmp_path / "m.safetensors"), str(tmp_path / "m.onnx"), "--format", "onnx"]) == 0
+    out = capsys.readouterr().out
+    diff = float(out.split("difference ")[1].split(" ")[0])
+    assert diff <= 1e-5, out
+    graph = onnx.load(str(tmp_path / "m.onnx")).graph
+    dim0 = graph.input[0].type.tensor_type.shape.dim[0]
+    assert graph.input[0].name == "images" and dim0.dim_param and not dim0.dim_value  # symbolic batch
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    assert sess.run(None, {"images": torch.randn(5, 3, 32, 32).numpy()})[0].shape == (5, 10)
+
+
+def test_torch_export_program_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    save_weights(tmp_path / "m.safetensors", _tiny(), [str(i) for i in range(10)])
+    assert main(["export", str(tmp_path / "m.safetensors"), str(tmp_path / "m.pt2"), "--format", "torch-export"]) == 0
+    assert "max abs logit difference 0.000e+00" in capsys.readouterr().out
+    prog = torch.export.load(str(tmp_path / "m.pt2")).module()
+    assert prog(torch.randn(7, 3, 32, 32)).shape == (7, 10)
+
+
+def test_cli_export_layouts(tmp_path: Path) -> None:
+    save_weights(tmp_path / "m.safetensors", _tiny(), [f"c{i}" for i in range(10)])
+    for fmt, name in [("timm", "t.safetensors"), ("hf", "hf"), ("torchvision", "tv.pth"), ("mindspore", "m.ckpt")]:
+        assert main(["export", str(tmp_path / "m.safetensors"), str(tmp_path / name), "--format", fmt]) == 0
+    imp = import_weights(tmp_path / "hf", "hf")
+    assert imp.class_names == [f"c{i}" for i in range(10)]
+
+
+def test_exports_refuse_what_the_target_cannot_express(tmp_path: Path) -> None:
+    model = _tiny(global_pool="avg", class_token=False)
+    with pytest.raises(MappingError, match="export to hf"):
+        export_weights(model, tmp_path / "hf", "hf")
+    with pytest.raises(MappingError, match="export to torchvision"):
+        export_weights(model, tmp_path / "tv.pth", "torchvision")
+
+
+def test_timm_hybrid_through_the_api(tmp_path: Path) -> None:
+    timm = pytest.importorskip("timm")
+    from safetensors.torch import load_file
+
+    from vitlab.weights.io import write_safetensors
+
+    torch.manual_seed(0)
+    peer = timm.create_model("vit_small_r26_s32_224", pretrained=False, num_classes=4, depth=1, img_size=(64, 96)).eval()
+    with torch.no_grad():
+        for p in peer.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    write_safetensors(tmp_path / "h.safetensors", peer.state_dict())
+    imp = import_weights(tmp_path / "h.safetensors", "timm", img_size=(64, 96))
+    assert imp.model.config.stem == "resnetv2"
+    x = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = peer(x)
+        assert (imp.model(x) - ref).abs().max().item() <= 1e-4
+    export_weights(imp.model, tmp_path / "back.safetensors", "timm")
+    peer2 = timm.create_model("vit_small_r26_s32_224", pretrained=False, num_classes=4, depth=1, img_size=(64, 96)).eval()
+    peer2.load_state_dict(load_file(tmp_path / "back.safetensors"), strict=True)
+    with torch.no_grad():
+        assert torch.equal(peer2(x), ref)
