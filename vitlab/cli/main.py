@@ -8,7 +8,6 @@ import click
 
 from vitlab import __version__
 from vitlab.cli.convert_cmd import convert_cmd, resample_audit_cmd
-from vitlab.cli.convert_cmd import convert_cmd, resample_audit_cmd
 from vitlab.cli.eval_cmd import eval_cmd
 from vitlab.cli.export_cmd import export_cmd
 from vitlab.cli.models_cmd import models_cmd
@@ -30,8 +29,6 @@ cli.add_command(models_cmd)
 cli.add_command(convert_cmd)
 cli.add_command(resample_audit_cmd)
 cli.add_command(export_cmd)
-cli.add_command(convert_cmd)
-cli.add_command(resample_audit_cmd)
 
 
 def main(argv: list[str] | None = None) -> int:
