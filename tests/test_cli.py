@@ -31,8 +31,11 @@ def trained(digit_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 def test_train_writes_run_folder(trained: Path) -> None:
     assert (trained / "config.yaml").is_file()
-    for name in ("last.safetensors", "last.state.pt", "best.safetensors"):
+    for name in ("last.safetensors", "best.safetensors"):
         assert (trained / "checkpoints" / name).is_file(), name
+    assert len(list((trained / "checkpoints").glob("step-*.state.pt"))) == 2  # keep: 2
+    for name in ("loss.png", "accuracy.png", "lr.png"):
+        assert (trained / name).stat().st_size > 1000, name
     records = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
     epochs = [r for r in records if r["kind"] == "epoch"]
     assert [r["epoch"] for r in epochs] == [0, 1]
@@ -67,10 +70,15 @@ def test_predict_formats_and_grid(trained: Path, digit_folder: Path, tmp_path: P
     assert lines[0].startswith("image,truth,class1,prob1") and len(lines) == 5
 
 
-def test_resume_continues(digit_folder: Path, tmp_path: Path) -> None:
+def test_resume_continues(digit_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "run"
     assert train(out, digit_folder, "--out", str(out), "--epochs", "1") == 0
-    assert main(["train", "--resume", str(out), "--epochs", "2", "--no-progress", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    # A changed recipe is refused, naming the fields; accepted when asked for explicitly.
+    assert main(["train", "--resume", str(out), "--epochs", "2", "--lr", "0.5", "--no-progress"]) == 2
+    _assert_one_line_error(capsys, "epochs", "optim.lr")
+    assert main(["train", "--resume", str(out), "--epochs", "2", "--allow-change", "epochs", "--no-progress",
+                 "--device", "cpu"]) == 0
     epochs = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if '"epoch"' in l]
     assert [r["epoch"] for r in epochs if r["kind"] == "epoch"] == [0, 1]
 
@@ -85,7 +93,7 @@ def test_resume_matches_uninterrupted(digit_folder: Path, tmp_path: Path, monkey
     real = vitlab.trainer.train_one_epoch
 
     def dies_in_second_epoch(*args, **kwargs):
-        if kwargs.get("epoch", args[6] if len(args) > 6 else 0) == 1:
+        if args[5] == 1:  # the epoch argument
             raise RuntimeError("simulated crash")
         return real(*args, **kwargs)
 

@@ -62,6 +62,43 @@ class OptimSettings:
     warmup_epochs: float = 1.0
     clip_grad: float | None = 1.0
     label_smoothing: float = 0.1
+    layer_decay: float | None = None  # layer-wise LR decay for fine-tuning (e.g. 0.75)
+    accum_steps: int = 1  # micro-batches per optimizer step (gradient accumulation)
+
+
+@dataclass
+class MixupSettings:
+    """Mixup / CutMix on training batches; off while both alphas are 0."""
+
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    prob: float = 1.0
+    switch_prob: float = 0.5
+
+
+@dataclass
+class EmaSettings:
+    """Exponential moving average of the weights; off while decay is null."""
+
+    decay: float | None = None
+    warmup: bool = True
+
+
+@dataclass
+class CheckpointSettings:
+    """When checkpoints are written and which one is "best"."""
+
+    every_steps: int | None = None  # also at every epoch end
+    keep: int = 2  # resumable checkpoints kept (newest first)
+    best_metric: str = "val_top1"  # or val_loss, ema_val_top1, ...; *loss is minimised
+
+
+@dataclass
+class InitSettings:
+    """Start from existing weights (fine-tuning): the head is re-initialised when classes differ."""
+
+    weights: str | None = None  # a vitlab checkpoint (.safetensors)
+    resample: Literal["bicubic", "bilinear", "nearest", "area"] = "bicubic"
 
 
 @dataclass
@@ -72,6 +109,10 @@ class TrainConfig:
     model_args: dict[str, Any] = field(default_factory=dict)
     data: DataSettings = field(default_factory=DataSettings)
     optim: OptimSettings = field(default_factory=OptimSettings)
+    mixup: MixupSettings = field(default_factory=MixupSettings)
+    ema: EmaSettings = field(default_factory=EmaSettings)
+    checkpoint: CheckpointSettings = field(default_factory=CheckpointSettings)
+    init: InitSettings = field(default_factory=InitSettings)
     epochs: int = 10
     seed: int = 0
     device: str = "auto"
@@ -79,6 +120,11 @@ class TrainConfig:
     eval_every: int = 1
     log_every: int = 20
     max_steps_per_epoch: int | None = None  # cap for smoke runs
+    max_eval_images: int | None = None  # evaluate on the first N validation images only (smoke runs)
+    nonfinite: Literal["stop", "skip"] = "stop"  # what a non-finite loss / gradient norm does
+    compile: bool = False  # torch.compile the model
+    fsdp: bool = False  # shard parameters with FSDP2 (fully_shard) under torchrun
+    tensorboard: bool = True  # event files in RUN/tb (needs the tensorboard package)
     smoke: dict[str, Any] = field(default_factory=dict)  # overrides applied by --smoke
 
     def validate(self) -> None:
@@ -98,10 +144,24 @@ class TrainConfig:
             (self.log_every >= 1, "log_every", self.log_every, "must be at least 1"),
             (self.max_steps_per_epoch is None or self.max_steps_per_epoch >= 1, "max_steps_per_epoch",
              self.max_steps_per_epoch, "must be at least 1 or null"),
+            (self.optim.accum_steps >= 1, "optim.accum_steps", self.optim.accum_steps, "must be at least 1"),
+            (self.optim.layer_decay is None or 0 < self.optim.layer_decay <= 1, "optim.layer_decay",
+             self.optim.layer_decay, "must be in (0, 1] or null"),
+            (self.ema.decay is None or 0 < self.ema.decay < 1, "ema.decay", self.ema.decay, "must be in (0, 1) or null"),
+            (self.mixup.mixup_alpha >= 0 and self.mixup.cutmix_alpha >= 0, "mixup", self.mixup, "alphas must be >= 0"),
+            (self.checkpoint.every_steps is None or self.checkpoint.every_steps >= 1, "checkpoint.every_steps",
+             self.checkpoint.every_steps, "must be at least 1 or null"),
+            (self.checkpoint.keep >= 1, "checkpoint.keep", self.checkpoint.keep, "must be at least 1"),
         ]
         for ok, name, value, why in checks:
             if not ok:
                 raise ConfigError(f"{name}={value}: {why}")
+        metric = self.checkpoint.best_metric
+        if not (metric.startswith(("val_", "ema_val_")) and metric.split("val_", 1)[1] in ("top1", "top5", "loss", "ece")):
+            raise ConfigError(f"checkpoint.best_metric={metric!r}: expected val_top1, val_top5, val_loss, val_ece "
+                              "or the same with an ema_ prefix")
+        if metric.startswith("ema_") and self.ema.decay is None:
+            raise ConfigError(f"checkpoint.best_metric={metric!r} needs ema.decay to be set")
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -235,10 +295,29 @@ def resolve_config(
     for update in overrides or []:
         data = _merge(data, update)
     if smoke:
-        data = _merge(data, data.get("smoke") or {"epochs": 1, "max_steps_per_epoch": 5})
+        data = _merge(data, data.get("smoke") or {"epochs": 1, "max_steps_per_epoch": 5, "max_eval_images": 256})
     cfg = _build(TrainConfig, data)
     cfg.validate()
     return cfg
+
+
+# Fields that may change when a run is resumed: they do not alter what is computed.
+RESUME_SAFE = {"device", "data.workers", "data.eval_batch_size", "eval_every", "log_every", "checkpoint.keep",
+               "checkpoint.every_steps", "tensorboard", "smoke", "compile", "max_eval_images"}
+
+
+def config_diff(old: TrainConfig, new: TrainConfig) -> list[str]:
+    """Dotted names of the fields that differ (nested dicts compared leaf by leaf)."""
+    def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            if isinstance(v, dict) and k not in ("smoke",):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[prefix + k] = v
+        return out
+    a, b = flat(to_dict(old)), flat(to_dict(new))
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
 def save_config(cfg: TrainConfig, path: str | Path) -> None:

@@ -1,8 +1,13 @@
-"""Orchestration of a training run: config -> model, data, optimizer -> epochs -> checkpoints.
+"""Orchestration of a training run: config -> model, data, optimizer -> steps -> checkpoints.
 
 This is the one place that reads a whole :class:`~vitlab.config.TrainConfig`; everything it
-calls (engine, data, models) takes explicit arguments. ``vitlab train`` is a thin wrapper.
-Inputs are validated before the run folder is created, so bad input never touches a run.
+calls (engine, data, models) takes explicit arguments. ``vitlab train`` is a thin wrapper, and
+the same code runs as one process or under ``torchrun`` (DDP). Inputs are validated before the
+run folder is created, so bad input never touches a run.
+
+Exactness of resume rests on three things: the sampler's order is a function of (seed, epoch)
+and its position is checkpointed; each sample's augmentation is seeded by (seed, epoch, index);
+the model's RNG state (dropout, stochastic depth) is saved with every checkpoint.
 """
 
 from __future__ import annotations
@@ -16,38 +21,57 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset
 
-from vitlab.config import TrainConfig, save_config
+from vitlab.config import TrainConfig, config_diff, RESUME_SAFE, read_yaml, save_config, _build
 from vitlab.data import AugmentConfig, ImageFolderDataset, Preprocess, build_eval_transform, build_train_transform, open_source
-from vitlab.engine.checkpoint import load_state, load_state_checked, read_metadata, read_tensors, save_state, save_weights
-from vitlab.engine.loop import evaluate, train_one_epoch
+from vitlab.data.mixup import MixupCutmix
+from vitlab.data.seeded import SeededTransform
+from vitlab.engine import distributed
+from vitlab.engine.checkpoint import load_state_checked, save_weights
+from vitlab.engine.ema import ModelEma
+from vitlab.engine.init_weights import load_for_finetune
+from vitlab.engine.loop import StepOptions, evaluate, train_one_epoch
 from vitlab.engine.optim import build_optimizer, build_scheduler
+from vitlab.engine.resume import find_resumable, save_resumable
+from vitlab.engine.rng import rng_state, set_rng_state
 from vitlab.engine.rundir import RunDir, claim_run_dir
+from vitlab.engine.sampler import ResumableSampler, epoch_seed
+from vitlab.engine.signals import StopRequest
+from vitlab.engine.tracking import TensorBoard, truncate_records, write_plots
 from vitlab.errors import CheckpointError, ConfigError, DataError
+from vitlab.evaluation.metrics import ClassificationMeter
 from vitlab.registry import create_model
 from vitlab.utils.device import resolve_device, resolve_precision
 
 
 @dataclass
 class TrainResult:
-    """What a finished run reports."""
+    """What a finished (or stopped) run reports."""
 
     run_dir: Path
-    best_top1: float
+    best_metric: str
+    best_value: float
     best_epoch: int
     last_metrics: dict[str, float]
     seconds: float
+    exit_code: int = 0  # 143 / 130 when stopped by SIGTERM / SIGINT after checkpointing
 
 
 @dataclass
 class _Prepared:
     model: torch.nn.Module
-    train_ds: Dataset
+    train_ds: SeededTransform
     val_ds: Dataset
     classes: list[str]
     device: torch.device
     precision: str
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
 
 def _prepare(cfg: TrainConfig) -> _Prepared:
@@ -58,42 +82,63 @@ def _prepare(cfg: TrainConfig) -> _Prepared:
     probe = create_model(cfg.model, **cfg.model_args)  # validates the name and options early
     pre = Preprocess.from_config(probe.config)
     aug = AugmentConfig(**dataclasses.asdict(cfg.data.augment))
-    train_ds = open_source(cfg.data.train, "train", build_train_transform(pre, aug), cfg.data.root)
+    train_raw = open_source(cfg.data.train, "train", None, cfg.data.root)
     val_ds = open_source(cfg.data.val or cfg.data.train, "val", build_eval_transform(pre), cfg.data.root)
-    for ds in (train_ds, val_ds):
+    for ds in (train_raw, val_ds):
         if isinstance(ds, ImageFolderDataset):
             ds.verify()
-    classes = list(train_ds.classes)
+    classes = list(train_raw.classes)
     if list(val_ds.classes) != classes:
         extra = sorted(set(val_ds.classes) - set(classes))
         missing = sorted(set(classes) - set(val_ds.classes))
         raise DataError(f"validation classes differ from training classes: extra {extra}, missing {missing}")
-    if len(train_ds) < cfg.data.batch_size and cfg.data.drop_last:
-        raise ConfigError(f"data.batch_size={cfg.data.batch_size} is larger than the {len(train_ds)} training "
+    if len(train_raw) < cfg.data.batch_size and cfg.data.drop_last:
+        raise ConfigError(f"data.batch_size={cfg.data.batch_size} is larger than the {len(train_raw)} training "
                           "images and drop_last is on: no batch would run")
     if "num_classes" in cfg.model_args and cfg.model_args["num_classes"] != len(classes):
         raise ConfigError(f"model_args.num_classes={cfg.model_args['num_classes']} but the data has {len(classes)} classes")
     if probe.num_classes != len(classes):
         _seed_everything(cfg.seed)
         probe = create_model(cfg.model, **{**cfg.model_args, "num_classes": len(classes)})
-    model = probe
-    return _Prepared(model.to(device), train_ds, val_ds, classes, device, precision)
+    if cfg.init.weights:
+        load_for_finetune(probe, cfg.init.weights, cfg.init.resample)
+    train_ds = SeededTransform(train_raw, build_train_transform(pre, aug), cfg.seed)
+    return _Prepared(probe, train_ds, val_ds, classes, device, precision)
 
 
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+def _check_resume_config(run: RunDir, cfg: TrainConfig, allow: tuple[str, ...]) -> None:
+    saved = _build(TrainConfig, read_yaml(run.config))
+    differing = [f for f in config_diff(saved, cfg) if f not in RESUME_SAFE and f not in allow]
+    if differing:
+        raise ConfigError(f"cannot resume {run.root} with a different config: {', '.join(differing)} differ "
+                          "(pass --allow-change FIELD to accept a change)")
 
 
-def _loader(ds: Dataset, batch_size: int, workers: int, shuffle_seed: int | None, drop_last: bool) -> DataLoader:
-    sampler = None
-    if shuffle_seed is not None:
-        # A fresh generator per epoch makes the order a function of (seed, epoch), so resuming at
-        # an epoch boundary replays exactly the same batches.
-        sampler = RandomSampler(ds, generator=torch.Generator().manual_seed(shuffle_seed))
-    return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=drop_last,
-                      persistent_workers=False, pin_memory=torch.cuda.is_available())
+def _wrap(model: torch.nn.Module, cfg: TrainConfig, info: distributed.DistInfo, device: torch.device) -> torch.nn.Module:
+    """Data-parallel wrapper (DDP or FSDP2) and torch.compile, as configured."""
+    wrapped = model
+    if info.enabled and cfg.fsdp:
+        from torch.distributed.fsdp import fully_shard
+
+        for block in getattr(model, "blocks", []):
+            fully_shard(block)
+        fully_shard(model)
+    elif info.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        wrapped = torch.compile(wrapped)
+    return wrapped
+
+
+def _full_weights(model: torch.nn.Module, cfg: TrainConfig, info: distributed.DistInfo) -> dict | None:
+    """The full (unsharded) weights under FSDP, gathered on every rank; None otherwise."""
+    if not (info.enabled and cfg.fsdp):
+        return None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
 def train(
@@ -103,74 +148,170 @@ def train(
     overwrite: bool = False,
     progress: bool = True,
     echo: Callable[[str], None] = print,
+    allow_changes: tuple[str, ...] = (),
 ) -> TrainResult:
     """Run (or continue) training as configured; returns the best and last validation metrics."""
+    info = distributed.from_environment()
     prep = _prepare(cfg)
-    run = claim_run_dir(out, overwrite=overwrite, resume=resume)
-    model, device, precision = prep.model, prep.device, prep.precision
-    steps_per_epoch = len(prep.train_ds) // cfg.data.batch_size if cfg.data.drop_last else -(-len(prep.train_ds) // cfg.data.batch_size)
+    run = RunDir(out)
+    if info.is_main:
+        if resume:
+            _check_resume_config(run, cfg, allow_changes)
+        run = claim_run_dir(out, overwrite=overwrite, resume=resume)
+    device = distributed.init(info, prep.device)
+    distributed.barrier(info)
+    try:
+        return _fit(cfg, prep, run, resume, info, device, progress and info.is_main, echo if info.is_main else (lambda s: None))
+    finally:
+        distributed.shutdown(info)
+
+
+def _fit(cfg: TrainConfig, prep: _Prepared, run: RunDir, resume: bool, info: distributed.DistInfo,
+         device: torch.device, progress: bool, echo: Callable[[str], None]) -> TrainResult:
+    model = prep.model.to(device)
+    precision = prep.precision
+    accum = cfg.optim.accum_steps
+    global_batch = cfg.data.batch_size * info.world_size
+    if cfg.fsdp and cfg.ema.decay:
+        raise ConfigError("fsdp and ema.decay cannot be combined yet: the EMA needs unsharded weights")
+    if global_batch > len(prep.train_ds) and cfg.data.drop_last:
+        raise ConfigError(f"data.batch_size={cfg.data.batch_size} x {info.world_size} processes exceeds the dataset")
+    probe_sampler = ResumableSampler(len(prep.train_ds), global_batch, cfg.seed, 0, drop_last=cfg.data.drop_last)
+    steps_per_epoch = probe_sampler.num_batches() // accum
     if cfg.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
-    optimizer = build_optimizer(model, cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.momentum, cfg.optim.betas)
+    if steps_per_epoch < 1:
+        raise ConfigError(f"optim.accum_steps={accum} exceeds the {probe_sampler.num_batches()} batches of an epoch")
+    optimizer = build_optimizer(model, cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.momentum,
+                                cfg.optim.betas, cfg.optim.layer_decay)
     scheduler = build_scheduler(optimizer, cfg.epochs * steps_per_epoch, int(cfg.optim.warmup_epochs * steps_per_epoch),
                                 cfg.optim.min_lr, cfg.optim.lr)
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
-    start_epoch, best_top1, best_epoch, global_step = 0, -1.0, -1, 0
+    ema = ModelEma(model, cfg.ema.decay, cfg.ema.warmup) if cfg.ema.decay else None
+    mixup = None
+    if cfg.mixup.mixup_alpha > 0 or cfg.mixup.cutmix_alpha > 0:
+        mixup = MixupCutmix(len(prep.classes), cfg.mixup.mixup_alpha, cfg.mixup.cutmix_alpha, cfg.mixup.prob,
+                            cfg.mixup.switch_prob, cfg.optim.label_smoothing)
+    metric = cfg.checkpoint.best_metric
+    minimise = metric.endswith("loss") or metric.endswith("ece")
+    best_value, best_epoch = (float("inf") if minimise else -float("inf")), -1
+    start_epoch, batch_in_epoch, global_step = 0, 0, 0
+    restored_rng = None
     if resume:
-        start_epoch, best_top1, best_epoch, global_step = _restore(run, model, optimizer, scheduler, scaler)
-        echo(f"resuming {run.root} at epoch {start_epoch}")
-    save_config(cfg, run.config)
+        found = find_resumable(run)
+        if found is None:
+            raise CheckpointError(f"{run.checkpoints}: no valid checkpoint to resume from")
+        st = found.state
+        load_state_checked(model, found.weights, str(found.weights_path))
+        try:
+            optimizer.load_state_dict(st["optimizer"])
+            scheduler.load_state_dict(st["scheduler"])
+            if scaler is not None and st.get("scaler"):
+                scaler.load_state_dict(st["scaler"])
+            if ema is not None:
+                ema.load_state_dict(st["ema"])
+        except (KeyError, ValueError, RuntimeError) as err:
+            raise CheckpointError(f"{found.weights_path}: training state does not fit this run ({err})") from None
+        start_epoch, batch_in_epoch, global_step = int(st["epoch"]), int(st["batch_in_epoch"]), int(st["step"])
+        best_value, best_epoch = float(st["best_value"]), int(st["best_epoch"])
+        restored_rng = st["rng"]
+        if info.is_main:
+            truncate_records(run.metrics, global_step, start_epoch)
+        echo(f"resuming {run.root} at step {global_step} (epoch {start_epoch + 1}, batch {batch_in_epoch})")
+    if info.is_main:
+        save_config(cfg, run.config)
+    wrapped = _wrap(model, cfg, info, device)
+    tb = TensorBoard(run.root / "tb", cfg.tensorboard and info.is_main)
     echo(f"training {cfg.model} ({sum(p.numel() for p in model.parameters()):,} parameters) on {len(prep.train_ds)} "
-         f"images, {len(prep.classes)} classes; validating on {len(prep.val_ds)}; device {device}, {precision}")
-    val_loader = _loader(prep.val_ds, cfg.data.eval_batch_size, cfg.data.workers, None, False)
-    t_start = time.perf_counter()
+         f"images, {len(prep.classes)} classes; validating on {len(prep.val_ds)}; device {device}, {precision}"
+         + (f", {info.world_size} processes" if info.enabled else ""))
+    opts = StepOptions(precision, cfg.optim.label_smoothing, cfg.optim.clip_grad, accum, cfg.nonfinite, cfg.log_every, cfg.seed)
+
+    def log(record: dict[str, Any]) -> None:
+        if info.is_main:
+            run.log(record)
+            tb.log(record)
+
+    def checkpoint(epoch: int, batch: int, step: int, last: dict[str, float]) -> None:
+        state = {"epoch": epoch, "batch_in_epoch": batch, "best_value": best_value, "best_epoch": best_epoch,
+                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "scaler": scaler.state_dict() if scaler is not None else {},
+                 "ema": ema.state_dict() if ema is not None else {}, "rng": rng_state()}
+        full = _full_weights(model, cfg, info)
+        if info.is_main:
+            save_resumable(run, step, model, prep.classes, {"epoch": epoch, **last}, state, cfg.checkpoint.keep, full)
+        distributed.barrier(info)
+
     last: dict[str, float] = {}
-    for epoch in range(start_epoch, cfg.epochs):
-        _seed_everything(cfg.seed * 100003 + epoch)
-        loader = _loader(prep.train_ds, cfg.data.batch_size, cfg.data.workers, cfg.seed * 100003 + epoch, cfg.data.drop_last)
-        stats = train_one_epoch(model, loader, optimizer, scheduler, device, precision, epoch, global_step,
-                                cfg.optim.label_smoothing, cfg.optim.clip_grad, cfg.max_steps_per_epoch,
-                                cfg.log_every, run.log, progress, scaler)
-        global_step += stats["steps"]
-        record: dict[str, Any] = {"kind": "epoch", "epoch": epoch, "step": global_step, **stats,
-                                  "lr": optimizer.param_groups[0]["lr"]}
-        is_last = epoch == cfg.epochs - 1
-        if (epoch + 1) % cfg.eval_every == 0 or is_last:
-            meter = evaluate(model, val_loader, device, precision, len(prep.classes), progress)
-            last = {f"val_{k}": v for k, v in meter.result().items()}
-            record.update(last)
-            if last["val_top1"] > best_top1:
-                best_top1, best_epoch = last["val_top1"], epoch
-                save_weights(run.weights("best"), model, prep.classes, {"epoch": epoch, "step": global_step, **last})
-        run.log(record)
-        info = {"epoch": epoch, "step": global_step, **last}
-        save_weights(run.weights("last"), model, prep.classes, info)
-        save_state(run.state("last"), {
-            "epoch": epoch, "step": global_step, "best_top1": best_top1, "best_epoch": best_epoch,
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else {},
-        })
-        val = f", val top-1 {last['val_top1']:.2f}%, top-5 {last['val_top5']:.2f}%" if "val_top1" in record else ""
-        echo(f"epoch {epoch + 1}/{cfg.epochs}: train loss {stats['train_loss']:.4f}, "
-             f"{stats['images'] / max(stats['seconds'], 1e-9):.0f} img/s{val}")
-    seconds = time.perf_counter() - t_start
-    return TrainResult(run.root, best_top1, best_epoch, last, seconds)
+    exit_code = 0
+    t_start = time.perf_counter()
+    with StopRequest() as stop:
+        for epoch in range(start_epoch, cfg.epochs):
+            if restored_rng is not None:
+                set_rng_state(restored_rng)  # mid-run resume: continue the saved RNG streams
+                restored_rng = None
+            else:
+                _seed_everything(epoch_seed(cfg.seed, epoch))
+            done_steps = batch_in_epoch // accum
+            prep.train_ds.set_epoch(epoch)
+            sampler = ResumableSampler(len(prep.train_ds), global_batch, cfg.seed, epoch, batch_in_epoch,
+                                       info.rank, info.world_size, drop_last=cfg.data.drop_last)
+            loader = DataLoader(prep.train_ds, batch_size=cfg.data.batch_size, sampler=sampler,
+                                num_workers=cfg.data.workers, pin_memory=device.type == "cuda")
+            counter = {"steps": done_steps}
+
+            def on_step_end(step: int, epoch: int = epoch) -> bool:
+                counter["steps"] += 1
+                stop_now = distributed.broadcast_flag(stop.requested, info, device)
+                every = cfg.checkpoint.every_steps
+                if stop_now or (every and step % every == 0):
+                    checkpoint(epoch, counter["steps"] * accum, step, last)
+                return stop_now
+
+            stats = train_one_epoch(wrapped, loader, optimizer, scheduler, device, epoch, global_step, opts,
+                                    steps_per_epoch - done_steps, ema, mixup, scaler, info, log, on_step_end, progress)
+            global_step += stats["steps"]
+            batch_in_epoch = 0
+            if stats["stopped"]:
+                exit_code = stop.exit_code
+                echo(f"stopped by signal {stop.signum} at step {global_step}; checkpoint written")
+                break
+            record: dict[str, Any] = {"kind": "epoch", "epoch": epoch, "step": global_step,
+                                      **{k: v for k, v in stats.items() if k != "stopped"},
+                                      "lr": max(g["lr"] for g in optimizer.param_groups)}
+            if (epoch + 1) % cfg.eval_every == 0 or epoch == cfg.epochs - 1:
+                last = _validate(model, prep, cfg, device, precision, info, "val_")
+                if ema is not None:
+                    last.update(_validate(ema.module, prep, cfg, device, precision, info, "ema_val_"))
+                record.update(last)
+                value = last[metric]
+                if (value < best_value) if minimise else (value > best_value):
+                    best_value, best_epoch = value, epoch
+                    full = None if metric.startswith("ema_") else _full_weights(model, cfg, info)
+                    if info.is_main:
+                        source = ema.module if metric.startswith("ema_") else model
+                        save_weights(run.weights("best"), source, prep.classes, {"epoch": epoch, "step": global_step, **last}, full)
+            log(record)
+            checkpoint(epoch + 1, 0, global_step, last)
+            val = "".join(f", {k} {v:.2f}" for k, v in last.items() if k.endswith("top1")) if "val_top1" in record else ""
+            echo(f"epoch {epoch + 1}/{cfg.epochs}: train loss {stats['train_loss']:.4f}, "
+                 f"{stats['images'] / max(stats['seconds'], 1e-9):.0f} img/s{val}")
+    tb.close()
+    if info.is_main:
+        write_plots(run.metrics, run.root)
+    return TrainResult(run.root, metric, best_value, best_epoch, last, time.perf_counter() - t_start, exit_code)
 
 
-def _restore(run: RunDir, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-             scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: Any) -> tuple[int, float, int, int]:
-    """Load last weights and training state; returns (next epoch, best top-1, best epoch, step)."""
-    state = load_state(run.state("last"))
-    meta = read_metadata(run.weights("last"))
-    if meta["info"].get("epoch") != state.get("epoch"):
-        raise CheckpointError(f"{run.weights('last')}: weights are from epoch {meta['info'].get('epoch')} but the "
-                              f"training state is from epoch {state.get('epoch')}")
-    load_state_checked(model, read_tensors(run.weights("last")), str(run.weights("last")))
-    try:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-    except (KeyError, ValueError) as err:
-        raise CheckpointError(f"{run.state('last')}: does not match this run's optimizer ({err})") from None
-    return int(state["epoch"]) + 1, float(state["best_top1"]), int(state["best_epoch"]), int(state["step"])
+def _validate(model: torch.nn.Module, prep: _Prepared, cfg: TrainConfig, device: torch.device, precision: str,
+              info: distributed.DistInfo, prefix: str) -> dict[str, float]:
+    """Evaluate on this rank's share of the validation set and reduce the counts over ranks."""
+    total = min(len(prep.val_ds), cfg.max_eval_images or len(prep.val_ds))
+    indices = list(range(info.rank, total, info.world_size))
+    loader = DataLoader(torch.utils.data.Subset(prep.val_ds, indices), batch_size=cfg.data.eval_batch_size,
+                        num_workers=cfg.data.workers)
+    meter = evaluate(model, loader, device, precision, len(prep.classes))
+    if info.enabled:
+        t = distributed.all_reduce_sum_tensor(meter.to_tensor().to(device), info).cpu()
+        meter = ClassificationMeter(len(prep.classes))
+        meter.from_tensor(t)
+    return {f"{prefix}{k}": v for k, v in meter.result().items()}

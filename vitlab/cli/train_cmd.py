@@ -30,10 +30,12 @@ from vitlab.errors import ConfigError, RunDirError
 @click.option("--resume", "resume", default=None, metavar="RUN_DIR|auto",
               help="Continue a run from its last checkpoint; 'auto' resumes --out if it has one.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing non-empty --out folder.")
+@click.option("--allow-change", "allow_changes", multiple=True, metavar="FIELD",
+              help="With --resume: accept a changed config field (e.g. epochs); repeatable.")
 @click.option("--smoke", is_flag=True, help="Apply the recipe's smoke settings (runs in seconds).")
 @click.option("--no-progress", is_flag=True, help="No progress bar (logs only).")
 def train_cmd(config_file, model, train_data, val_data, epochs, batch_size, lr, opt, workers, device, precision,
-              seed, assignments, out, resume, overwrite, smoke, no_progress) -> None:
+              seed, assignments, out, resume, overwrite, allow_changes, smoke, no_progress) -> None:
     """Train a model; writes config.yaml, metrics.jsonl and checkpoints/ into the run folder."""
     from vitlab.trainer import train  # heavy imports only when the command runs
 
@@ -57,12 +59,16 @@ def train_cmd(config_file, model, train_data, val_data, epochs, batch_size, lr, 
         if RunDir(run_path).has_checkpoint():
             resuming = True
             # The saved config is the base: a resumed run continues the recipe it started with.
-            config_file = RunDir(run_path).config
+            config_file = config_file or RunDir(run_path).config
         elif resume != "auto":
-            raise RunDirError(f"--resume {resume}: no checkpoints/last.state.pt to resume from")
+            raise RunDirError(f"--resume {resume}: no checkpoints/step-*.state.pt to resume from")
         out = str(run_path)
     cfg = resolve_config(config_file, overrides, smoke=smoke and not resuming)
     out = out or f"runs/{cfg.model}"
-    result = train(cfg, out, resume=resuming, overwrite=overwrite, progress=not no_progress, echo=click.echo)
-    click.echo(f"best val top-1 {result.best_top1:.2f}% at epoch {result.best_epoch + 1}; "
-               f"{result.seconds:.1f}s; run folder {result.run_dir}")
+    result = train(cfg, out, resume=resuming, overwrite=overwrite, progress=not no_progress, echo=click.echo,
+                   allow_changes=tuple(allow_changes))
+    if result.exit_code:
+        raise SystemExit(result.exit_code)
+    if result.best_epoch >= 0:
+        click.echo(f"best {result.best_metric} {result.best_value:.2f} at epoch {result.best_epoch + 1}; "
+                   f"{result.seconds:.1f}s; run folder {result.run_dir}")

@@ -67,10 +67,19 @@ def atomic_write(path: str | Path, write: Callable[[Any], None]) -> None:
 
 
 def save_weights(
-    path: str | Path, model: nn.Module, class_names: list[str], info: Mapping[str, Any] | None = None
+    path: str | Path,
+    model: nn.Module,
+    class_names: list[str],
+    info: Mapping[str, Any] | None = None,
+    state: Mapping[str, torch.Tensor] | None = None,
 ) -> None:
-    """Write the model's weights and self-description to ``path`` (safetensors), atomically."""
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    """Write the model's weights and self-description to ``path`` (safetensors), atomically.
+
+    ``state`` replaces ``model.state_dict()`` when the weights live elsewhere (e.g. gathered from
+    FSDP shards); the description still comes from ``model``.
+    """
+    weights = state if state is not None else model.state_dict()
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in weights.items()}
     metadata = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

@@ -14,20 +14,35 @@ OptimizerName = Literal["adamw", "adam", "sgd"]
 _NO_DECAY_NAMES = ("pos_embed", "cls_token", "dist_token")
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: decayed weight matrices, and undecayed biases / norms / embeddings / tokens."""
-    decay, no_decay = [], []
+def layer_id(name: str, num_layers: int) -> int:
+    """Depth index of a ViT parameter for layer-wise LR decay: embeddings 0, block i -> i + 1, rest L + 1."""
+    if name.startswith(("cls_token", "dist_token", "pos_embed", "patch_embed")):
+        return 0
+    if name.startswith("blocks."):
+        return int(name.split(".")[1]) + 1
+    return num_layers + 1
+
+
+def param_groups(model: nn.Module, weight_decay: float, layer_decay: float | None = None) -> list[dict]:
+    """Parameter groups: decayed weight matrices apart from undecayed biases / norms / embeddings.
+
+    With ``layer_decay`` (BEiT / MAE fine-tuning), every group also carries ``lr_scale =
+    layer_decay ** (L + 1 - layer_id)``: the head trains at the full rate, early blocks slower.
+    The scheduler multiplies each group's base lr by its ``lr_scale``.
+    """
+    num_layers = len(getattr(model, "blocks", []))
+    groups: dict[tuple[int, bool], dict] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if p.ndim <= 1 or any(key in name for key in _NO_DECAY_NAMES):
-            no_decay.append(p)
-        else:
-            decay.append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    return groups
+        no_decay = p.ndim <= 1 or any(key in name for key in _NO_DECAY_NAMES)
+        lid = layer_id(name, num_layers) if layer_decay is not None else 0
+        key = (lid, no_decay)
+        if key not in groups:
+            scale = layer_decay ** (num_layers + 1 - lid) if layer_decay is not None else 1.0
+            groups[key] = {"params": [], "weight_decay": 0.0 if no_decay else weight_decay, "lr_scale": scale}
+        groups[key]["params"].append(p)
+    return [groups[k] for k in sorted(groups)]
 
 
 def build_optimizer(
@@ -37,9 +52,10 @@ def build_optimizer(
     weight_decay: float = 0.0,
     momentum: float = 0.9,
     betas: tuple[float, float] = (0.9, 0.999),
+    layer_decay: float | None = None,
 ) -> torch.optim.Optimizer:
     """AdamW, Adam or SGD (with momentum) over :func:`param_groups`."""
-    groups = param_groups(model, weight_decay)
+    groups = param_groups(model, weight_decay, layer_decay)
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=betas)
     if name == "adam":
@@ -61,8 +77,13 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int, min_ratio: flo
 def build_scheduler(
     optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int, min_lr: float, base_lr: float
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step LambdaLR implementing :func:`warmup_cosine` (state is just the step counter)."""
+    """Per-step LambdaLR implementing :func:`warmup_cosine` times each group's ``lr_scale``.
+
+    Its state is just the step counter, so it resumes exactly.
+    """
     min_ratio = min_lr / base_lr if base_lr > 0 else 0.0
+    scales = [g.get("lr_scale", 1.0) for g in optimizer.param_groups]
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: warmup_cosine(step, total_steps, warmup_steps, min_ratio)
+        optimizer,
+        [lambda step, s=s: s * warmup_cosine(step, total_steps, warmup_steps, min_ratio) for s in scales],
     )

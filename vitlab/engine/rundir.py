@@ -6,9 +6,12 @@
       config.yaml            the resolved TrainConfig
       metrics.jsonl          one JSON object per line: train steps and epoch summaries
       checkpoints/
-        last.safetensors     weights + self-description, written every epoch
-        last.state.pt        optimizer / scheduler / counters for --resume
-        best.safetensors     the weights with the best validation top-1 so far
+        step-NNNNNNNN.safetensors  weights + self-description, every N steps and at epoch ends
+        step-NNNNNNNN.state.pt     optimizer / scheduler / EMA / RNG / sampler position (--resume)
+        last.safetensors           a copy of the newest step checkpoint's weights
+        best.safetensors           the weights with the best validation metric so far
+      tb/                    TensorBoard event files
+      loss.png, accuracy.png, lr.png   curves drawn at the end of the run
 """
 
 from __future__ import annotations
@@ -46,7 +49,8 @@ class RunDir:
         return self.checkpoints / f"{name}.state.pt"
 
     def has_checkpoint(self) -> bool:
-        return self.state("last").is_file() and self.weights("last").is_file()
+        """True when at least one resumable checkpoint state exists."""
+        return self.checkpoints.is_dir() and any(self.checkpoints.glob("step-*.state.pt"))
 
     def log(self, record: dict[str, Any]) -> None:
         """Append one record to metrics.jsonl (floats written exactly, via repr)."""
@@ -66,7 +70,7 @@ def claim_run_dir(root: str | Path, overwrite: bool, resume: bool) -> RunDir:
         raise RunDirError(f"--out {run.root}: exists and is not a folder")
     if resume:
         if not run.has_checkpoint():
-            raise RunDirError(f"--resume {run.root}: no checkpoints/last.state.pt to resume from")
+            raise RunDirError(f"--resume {run.root}: no checkpoints/step-*.state.pt to resume from")
         return run
     if exists and any(run.root.iterdir()):
         if not overwrite:

@@ -1,0 +1,54 @@
+"""Per-sample deterministic augmentation, independent of workers and of resumption.
+
+Each sample's random transform runs under a torch RNG seeded from (run seed, epoch, index), inside
+``torch.random.fork_rng`` so the caller's RNG stream (dropout, stochastic depth) is untouched. The
+same sample therefore gets the same augmentation whether it is loaded in the main process or in
+any data-loader worker, and whether the run was interrupted or not: the basis of exact resume.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from vitlab.engine.sampler import epoch_seed
+
+
+class SeededTransform(Dataset):
+    """Wrap a dataset that yields (image, label) without transform; apply ``transform`` seeded.
+
+    Args:
+        dataset: yields (raw image, label); its own transform must be None.
+        transform: the (random) transform to apply.
+        seed: run seed.
+    """
+
+    def __init__(self, dataset: Dataset, transform: Callable | None, seed: int) -> None:
+        self.dataset, self.transform, self.seed = dataset, transform, seed
+        self.epoch = 0
+        self.classes = getattr(dataset, "classes", None)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch's augmentation stream (call before creating the epoch's loader)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        image, label = self.dataset[index]
+        if self.transform is None:
+            return image, label
+        sample_seed = epoch_seed(epoch_seed(self.seed, self.epoch), index)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed)
+            state = random.getstate()
+            random.seed(sample_seed)
+            try:
+                return self.transform(image), label
+            finally:
+                random.setstate(state)
