@@ -45,8 +45,12 @@ def is_model(name: str) -> bool:
     return name in _REGISTRY
 
 
-def create_model(name: str, **overrides: Any) -> nn.Module:
+def create_model(name: str, pretrained: str | None = None, weights: str | None = None, **overrides: Any) -> nn.Module:
     """Build a registered model; ``overrides`` replace fields of its config.
+
+    ``pretrained=TAG`` loads the checkpoint ``name.TAG`` of :mod:`vitlab.weights.specs`
+    (downloaded into the cache with a hash check); ``weights=FILE`` loads a local file of any
+    format :mod:`vitlab.weights` reads. Both convert to this model's size and classes.
 
     Raises:
         UnknownModelError: the name is not registered (the message suggests close names).
@@ -57,6 +61,14 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(close)}?" if close else "; `vitlab models` lists them"
         raise UnknownModelError(f"unknown model {name!r}{hint}")
+    if pretrained is not None:
+        from vitlab.weights.hub import pretrained_overrides
+
+        overrides = {**pretrained_overrides(name, pretrained), **overrides}
     model = _REGISTRY[name](**overrides)
     model.model_name = name
+    if pretrained is not None or weights is not None:
+        from vitlab.weights.hub import load_weights_into
+
+        load_weights_into(model, name, pretrained=pretrained, weights=weights)
     return model

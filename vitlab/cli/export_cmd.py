@@ -36,3 +36,38 @@ def export_cmd(checkpoint, out, fmt, opset, no_verify) -> None:
 
         export_weights(model, out, fmt, ckpt.class_names, info=ckpt.info)
         click.echo(f"wrote {out} ({fmt} layout)")
+
+
+@click.command("pretrained")
+@click.argument("model", required=False)
+@click.option("--pretrained", "tag", help="Tag of a listed checkpoint: download (hash-checked) into the cache.")
+@click.option("--weights", type=click.Path(exists=True), help="A local weights file of any supported format (offline).")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the loaded model as a vitlab checkpoint here.")
+@click.option("--num-classes", type=click.IntRange(min=0), help="New head with N classes.")
+@click.option("--img-size", type=click.IntRange(min=1), help="Input size (position table resampled).")
+@click.option("--cache", type=click.Path(file_okay=False), envvar="VITLAB_CACHE", help="Download cache [env VITLAB_CACHE; default ~/.cache/vitlab].")
+def pretrained_cmd(model, tag, weights, out, num_classes, img_size, cache) -> None:
+    """List known public checkpoints (for MODEL, or all), or load one into MODEL and save it with --out."""
+    from vitlab.errors import ConfigError
+    from vitlab.weights.specs import list_specs
+
+    if tag is None and weights is None:
+        specs = list_specs(model)
+        click.echo(f"{'model.tag':<52} {'format':<12} {'size':>4} {'classes':>7}  license")
+        for s in specs:
+            click.echo(f"{s.name:<52} {s.fmt:<12} {s.img_size:>4} {s.num_classes:>7}  {s.license}")
+        click.echo(f"{len(specs)} checkpoint(s)")
+        return
+    if model is None or out is None:
+        raise ConfigError("loading weights needs MODEL and --out")
+    from vitlab.engine.checkpoint import save_weights
+    from vitlab.registry import create_model
+    from vitlab.weights import hub
+
+    overrides = {k: v for k, v in (("num_classes", num_classes), ("img_size", img_size)) if v is not None}
+    if tag is not None:
+        overrides = {**hub.pretrained_overrides(model, tag), **overrides}
+    net = create_model(model, **overrides)
+    info = hub.load_weights_into(net, model, pretrained=tag, weights=weights, cache_dir=cache)
+    save_weights(out, net, net.class_names, info=info)
+    click.echo(f"wrote {out}: {model} with {'pretrained ' + tag if tag else weights}")

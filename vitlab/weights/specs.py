@@ -56,9 +56,12 @@ class WeightSpec:
 
     @property
     def filename(self) -> str:
-        return f"{self.name}.{_EXT[self.fmt]}"
+        """Cache file name: the URL's own suffix where it has a known one, else the format's."""
+        suffix = self.url.rsplit(".", 1)[-1].lower()
+        return f"{self.name}.{suffix if suffix in _SUFFIXES else _EXT[self.fmt]}"
 
 
+_SUFFIXES = {"safetensors", "pth", "pt", "bin", "npz", "ckpt"}
 _EXT = {"timm": "safetensors", "torchvision": "pth", "npz": "npz", "mindspore": "ckpt", "hf": "safetensors"}
 _HFT = "hf://timm/{}/model.safetensors"
 _TV = "https://download.pytorch.org/models/{}"
