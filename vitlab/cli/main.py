@@ -8,14 +8,12 @@ import click
 
 from vitlab import __version__
 from vitlab.cli.analyze_cmd import analyze_cmd
-from vitlab.cli.analyze_cmd import analyze_cmd
 from vitlab.cli.convert_cmd import convert_cmd, resample_audit_cmd
 from vitlab.cli.detect_cmd import detect_cmd
 from vitlab.cli.eval_cmd import eval_cmd
 from vitlab.cli.export_cmd import export_cmd, pretrained_cmd
 from vitlab.cli.models_cmd import models_cmd
 from vitlab.cli.predict_cmd import predict_cmd
-from vitlab.cli.report_cmd import report_cmd
 from vitlab.cli.report_cmd import report_cmd
 from vitlab.cli.train_cmd import train_cmd
 from vitlab.errors import VitlabError
@@ -35,8 +33,6 @@ cli.add_command(convert_cmd)
 cli.add_command(resample_audit_cmd)
 cli.add_command(detect_cmd)
 cli.add_command(export_cmd)
-cli.add_command(analyze_cmd)
-cli.add_command(report_cmd)
 cli.add_command(pretrained_cmd)
 cli.add_command(analyze_cmd)
 cli.add_command(report_cmd)
