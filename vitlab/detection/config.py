@@ -1,0 +1,123 @@
+"""Typed, layered config of a DETR run: dataclass defaults -> YAML recipe -> command-line overrides.
+
+Uses the same machinery as the classification config (unknown keys are errors naming the key);
+the resolved config is written into the run folder and read back by ``--resume``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from vitlab.config import _build, _merge, read_yaml, to_dict
+from vitlab.errors import ConfigError
+
+
+@dataclass
+class DetectDataSettings:
+    """Sources, augmentation and batching."""
+
+    train: str = "shapes"  # "shapes[:N[:SIZE]]" or a COCO-layout folder
+    val: str | None = None  # None: the same source's val split
+    batch_size: int = 2
+    eval_batch_size: int = 2
+    workers: int = 0
+    scales: list[int] = field(default_factory=lambda: list(range(480, 801, 32)))  # shorter side, training
+    max_size: int | None = None  # cap on the longer side (None: the model's max_size)
+    hflip: float = 0.5
+    crop: bool = True  # the paper's resize-crop-resize branch, half of the time
+    crop_prescales: list[int] = field(default_factory=lambda: [400, 500, 600])
+    crop_size: tuple[int, int] = (384, 600)
+
+
+@dataclass
+class DetectOptimSettings:
+    """AdamW with a lower backbone learning rate; cosine or step schedule (the paper: step)."""
+
+    lr: float = 1e-4
+    lr_backbone: float = 1e-5
+    weight_decay: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    schedule: Literal["step", "cosine"] = "step"
+    lr_drop_epoch: int | None = None  # step schedule: multiply by 0.1 from this epoch (None: never)
+    warmup_epochs: float = 0.0
+    min_lr: float = 0.0
+    clip_grad: float | None = 0.1
+
+
+@dataclass
+class LossSettings:
+    """Matching costs and loss weights (paper: 1, 5, 2 for both) and the no-object weight."""
+
+    cost_class: float = 1.0
+    cost_bbox: float = 5.0
+    cost_giou: float = 2.0
+    weight_ce: float = 1.0
+    weight_bbox: float = 5.0
+    weight_giou: float = 2.0
+    eos_coef: float = 0.1
+
+
+@dataclass
+class DetectConfig:
+    """A whole detection run."""
+
+    model: str = "detr_resnet50"
+    model_args: dict[str, Any] = field(default_factory=dict)
+    data: DetectDataSettings = field(default_factory=DetectDataSettings)
+    optim: DetectOptimSettings = field(default_factory=DetectOptimSettings)
+    loss: LossSettings = field(default_factory=LossSettings)
+    epochs: int = 300
+    seed: int = 0
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"
+    eval_every: int = 1
+    log_every: int = 20
+    max_steps_per_epoch: int | None = None
+    max_bad_steps: int = 5  # non-finite steps in a row before the run stops
+    smoke: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        checks = [
+            (self.epochs >= 1, "epochs", self.epochs, "must be at least 1"),
+            (self.data.batch_size >= 1, "data.batch_size", self.data.batch_size, "must be at least 1"),
+            (self.data.eval_batch_size >= 1, "data.eval_batch_size", self.data.eval_batch_size, "must be at least 1"),
+            (bool(self.data.scales) and min(self.data.scales) >= 1, "data.scales", self.data.scales, "need positive sizes"),
+            (0 <= self.data.hflip <= 1, "data.hflip", self.data.hflip, "must be in [0, 1]"),
+            (math.isfinite(self.optim.lr) and self.optim.lr > 0, "optim.lr", self.optim.lr, "must be positive"),
+            (self.optim.lr_backbone >= 0, "optim.lr_backbone", self.optim.lr_backbone, "must be >= 0"),
+            (self.optim.clip_grad is None or self.optim.clip_grad > 0, "optim.clip_grad", self.optim.clip_grad,
+             "must be > 0 or null"),
+            (self.loss.eos_coef > 0, "loss.eos_coef", self.loss.eos_coef, "must be > 0"),
+            (self.eval_every >= 1, "eval_every", self.eval_every, "must be at least 1"),
+            (self.log_every >= 1, "log_every", self.log_every, "must be at least 1"),
+            (self.max_bad_steps >= 1, "max_bad_steps", self.max_bad_steps, "must be at least 1"),
+            (self.max_steps_per_epoch is None or self.max_steps_per_epoch >= 1, "max_steps_per_epoch",
+             self.max_steps_per_epoch, "must be at least 1 or null"),
+        ]
+        for ok, name, value, why in checks:
+            if not ok:
+                raise ConfigError(f"{name}={value}: {why}")
+
+
+def resolve_detect_config(file: str | Path | None = None, overrides: list[dict[str, Any]] | None = None,
+                          smoke: bool = False) -> DetectConfig:
+    """Defaults, then ``file``, then each override in order; ``smoke`` applies the recipe's smoke block."""
+    data: dict[str, Any] = to_dict(DetectConfig())
+    if file is not None:
+        data = _merge(data, read_yaml(file))
+    for update in overrides or []:
+        data = _merge(data, update)
+    if smoke:
+        data = _merge(data, data.get("smoke") or {"epochs": 1, "max_steps_per_epoch": 3})
+    cfg = _build(DetectConfig, data)
+    cfg.validate()
+    return cfg
+
+
+def save_detect_config(cfg: DetectConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
