@@ -242,3 +242,70 @@ def test_swapped_q_and_k_fails_parity(peer_name: str, tmp_path: Path) -> None:
         swap_qk(imp.model)
         with pytest.raises(AssertionError, match="max abs logit difference"):
             assert_parity(imp.model(x), ref)
+
+
+# ------------------------------------------------------------------ real architectures, on meta
+def _fits_vitlab(cfg, state) -> None:
+    from vitlab.models.vit import build_vit
+    from vitlab.weights.keymap import check_fits
+
+    with torch.device("meta"):
+        check_fits(build_vit(cfg), state, "meta")
+
+
+@pytest.mark.parametrize("arch", ["vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32", "vit_h_14"])
+def test_torchvision_published_archs_map_on_meta(arch: str) -> None:
+    import torchvision
+
+    from vitlab.weights.convert_torchvision import ARCHS, import_state
+
+    with torch.device("meta"):
+        peer = getattr(torchvision.models, arch)()
+    cfg, state = import_state(peer.state_dict(), arch=arch)
+    patch, layers, heads, width, mlp = ARCHS[arch]
+    assert (cfg.patch_size, cfg.depth, cfg.num_heads, cfg.embed_dim, cfg.mlp_dim, cfg.img_size) == (patch, layers, heads, width, mlp, (224, 224))
+    _fits_vitlab(cfg, state)
+
+
+@pytest.mark.parametrize("name", ["vit_base_patch16_224", "vit_large_patch16_384", "deit_base_distilled_patch16_224",
+                                  "vit_huge_patch14_224"])
+def test_timm_published_archs_map_on_meta(name: str) -> None:
+    timm = pytest.importorskip("timm")
+
+    from vitlab.weights.convert_timm import import_state
+
+    with torch.device("meta"):
+        peer = timm.create_model(name, pretrained=False)
+    cfg, state = import_state(peer.state_dict())
+    assert cfg.num_heads == peer.blocks[0].attn.num_heads and cfg.img_size == tuple(peer.patch_embed.img_size)
+    _fits_vitlab(cfg, state)
+
+
+def test_hf_default_config_maps_on_meta() -> None:
+    transformers = pytest.importorskip("transformers")
+
+    from vitlab.weights.convert_hf import import_state
+
+    hc = transformers.ViTConfig(num_labels=1000)
+    with torch.device("meta"):
+        peer = transformers.ViTForImageClassification(hc)
+    cfg, state, names = import_state(peer.state_dict(), hc.to_dict())  # transformers 5.x in-memory names
+    assert (cfg.embed_dim, cfg.depth, cfg.num_heads, cfg.norm_eps, len(names)) == (768, 12, 12, 1e-12, 1000)
+    _fits_vitlab(cfg, state)
+
+
+def test_hf_in_memory_state_dict_names(tmp_path: Path) -> None:
+    """A state dict saved straight from a transformers 5.x module (q_proj / o_proj / mlp.fc1 names)."""
+    transformers = pytest.importorskip("transformers")
+    import json
+
+    cfg = transformers.ViTConfig(**HF_CASES["square32"])
+    torch.manual_seed(0)
+    peer = perturb(transformers.ViTForImageClassification(cfg))
+    (tmp_path / "src").mkdir()
+    torch.save(peer.state_dict(), tmp_path / "src" / "pytorch_model.bin")
+    (tmp_path / "src" / "config.json").write_text(json.dumps(cfg.to_dict()))
+    imp = import_weights(tmp_path / "src", "hf")
+    x = images((32, 32))
+    with torch.no_grad():
+        assert_parity(imp.model(x), peer(pixel_values=x).logits)

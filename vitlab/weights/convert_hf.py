@@ -61,6 +61,32 @@ def rules(prefix: str) -> tuple[Rule, ...]:
     )
 
 
+def rules_in_memory(prefix: str) -> tuple[Rule, ...]:
+    """transformers 5.x's in-memory module names (``layers.{i}.attention.q_proj``, ``mlp.fc1``); files
+    written by ``save_pretrained`` still use the names of :func:`rules`, which is what export writes."""
+    layer = f"{prefix}layers.{{i}}."
+    att = f"{layer}attention."
+    legacy = {r.ours: r for r in rules(prefix)}
+    renamed = {
+        "blocks.{i}.norm1.weight": f"{layer}layernorm_before.weight", "blocks.{i}.norm1.bias": f"{layer}layernorm_before.bias",
+        "blocks.{i}.attn.proj.weight": f"{att}o_proj.weight", "blocks.{i}.attn.proj.bias": f"{att}o_proj.bias",
+        "blocks.{i}.norm2.weight": f"{layer}layernorm_after.weight", "blocks.{i}.norm2.bias": f"{layer}layernorm_after.bias",
+        "blocks.{i}.mlp.fc1.weight": f"{layer}mlp.fc1.weight", "blocks.{i}.mlp.fc1.bias": f"{layer}mlp.fc1.bias",
+        "blocks.{i}.mlp.fc2.weight": f"{layer}mlp.fc2.weight", "blocks.{i}.mlp.fc2.bias": f"{layer}mlp.fc2.bias",
+    }
+    out = []
+    for ours, rule in legacy.items():
+        if ours == "blocks.{i}.attn.qkv.weight":
+            out.append(Rule(ours, (f"{att}q_proj.weight", f"{att}k_proj.weight", f"{att}v_proj.weight"), cat0, split3))
+        elif ours == "blocks.{i}.attn.qkv.bias":
+            out.append(Rule(ours, (f"{att}q_proj.bias", f"{att}k_proj.bias", f"{att}v_proj.bias"), cat0, split3, optional=True))
+        elif ours in renamed:
+            out.append(Rule(ours, renamed[ours]))
+        else:
+            out.append(rule)
+    return tuple(out)
+
+
 def read_folder(folder: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
     """(state dict, config.json, preprocessor_config.json or {}) of a HF model folder."""
     folder = Path(folder)
@@ -97,8 +123,11 @@ def import_state(state: Mapping[str, torch.Tensor], config: Mapping[str, Any], p
     state = dict(state)
     known.pop("img_size", None)  # the native size is in config.json; callers resample afterwards
     prefix = "vit." if any(k.startswith("vit.") for k in state) else ""
-    depth = block_depth(state, re.escape(prefix) + r"encoder\.layer\.(\d+)\.")
-    ours = to_vitlab(state, rules(prefix), depth, source, ignore=lambda k: k.endswith("embeddings.mask_token"))
+    in_memory = any(k.startswith(f"{prefix}layers.") for k in state)
+    layer_rx = r"layers\.(\d+)\." if in_memory else r"encoder\.layer\.(\d+)\."
+    depth = block_depth(state, re.escape(prefix) + layer_rx)
+    key_map = rules_in_memory(prefix) if in_memory else rules(prefix)
+    ours = to_vitlab(state, key_map, depth, source, ignore=lambda k: k.endswith("embeddings.mask_token"))
     act = config.get("hidden_act", "gelu")
     if act not in _ACTS:
         raise MappingError(f"{source}: hidden_act {act!r} is not supported")
