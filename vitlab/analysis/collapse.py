@@ -17,7 +17,7 @@ from vitlab.errors import ConfigError
 
 def _columns_unit(attn: torch.Tensor) -> torch.Tensor:
     """Scale every column A[..., :, t] to unit length (an all-zero column stays zero)."""
-    a = attn.double()
+    a = attn if attn.dtype in (torch.float32, torch.float64) else attn.float()
     return a / a.norm(dim=-2, keepdim=True).clamp_min(1e-30)
 
 

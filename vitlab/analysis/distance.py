@@ -33,8 +33,9 @@ def mean_attention_distance(attn: torch.Tensor, layout: TokenLayout, prefix: Pre
         raise ConfigError(f"distance prefix mode must be 'renormalize' or 'zero', got {prefix!r}")
     layout.check(attn)
     p = layout.num_prefix
-    a = attn[..., p:, p:].double()  # (B, H, N, N): patch queries -> patch keys
+    a = attn[..., p:, p:]  # (B, H, N, N): patch queries -> patch keys
+    a = a if a.dtype in (torch.float32, torch.float64) else a.float()
     if prefix == "renormalize":
         a = a / a.sum(dim=-1, keepdim=True).clamp_min(1e-30)
-    dist = layout.patch_distances().to(a.device)
-    return (a * dist).sum(dim=-1).mean(dim=-1).to(attn.dtype)
+    dist = layout.patch_distances().to(device=a.device, dtype=a.dtype)
+    return (a * dist).sum(dim=-1).mean(dim=-1)

@@ -10,6 +10,6 @@ import torch
 
 def attention_entropy(attn: torch.Tensor) -> torch.Tensor:
     """(B, H, T, T) probabilities -> (B, H): ``-sum_j A[i, j] log A[i, j]`` averaged over all queries i."""
-    a = attn.double()
-    ent = -(a * torch.log(a.clamp_min(1e-30))).sum(dim=-1)  # 0 log 0 = 0
-    return ent.mean(dim=-1).to(attn.dtype)
+    a = attn if attn.dtype in (torch.float32, torch.float64) else attn.float()
+    ent = -torch.special.xlogy(a, a).sum(dim=-1)  # 0 log 0 = 0
+    return ent.mean(dim=-1)

@@ -58,11 +58,12 @@ def attention_rollout(
         raise ConfigError("attention rollout needs at least one layer of maps")
     result = None
     for attn in attns:
-        a = discard_lowest(fuse_heads(attn.double(), head_fusion), discard_ratio)
+        a = attn if attn.dtype in (torch.float32, torch.float64) else attn.float()
+        a = discard_lowest(fuse_heads(a, head_fusion), discard_ratio)
         a = a + torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
         a = a / a.sum(dim=-1, keepdim=True)
         result = a if result is None else a @ result
-    return result.to(attns[0].dtype)
+    return result
 
 
 def rollout_saliency(rollout: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
