@@ -112,7 +112,7 @@ def capture_attention(model: nn.Module, to_cpu: bool = False) -> Iterator[Captur
 
     def keep(store: list[torch.Tensor], t: torch.Tensor) -> None:
         t = t.detach()
-        store.append(t.to("cpu", non_blocking=True) if to_cpu else t)
+        store.append(t.to("cpu") if to_cpu else t)
 
     for _, module in layers:
         soft: list[torch.Tensor] = []
