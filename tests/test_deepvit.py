@@ -283,3 +283,58 @@ def test_bad_options_are_config_errors() -> None:
         _tiny(scale_adjustment=0.0)
     with pytest.raises(ConfigError, match="even"):
         vitlab.create_model("vit_pico_patch7_28", stem="cnn")
+
+
+# ----------------------------------------------------------------------- the collapse study
+def test_measure_identical_blocks_are_all_similar() -> None:
+    """Blocks with the same attention weights and no residual updates see identical maps: M = 1."""
+    from vitlab.studies.collapse_study import measure
+
+    model = _tiny(depth=3, attn_type="mhsa").eval()
+    _perturb(model, seed=5, std=0.1)
+    with torch.no_grad():
+        for blk in model.blocks:
+            blk.attn.qkv.load_state_dict(model.blocks[0].attn.qkv.state_dict())
+            blk.attn.proj.weight.zero_(), blk.attn.proj.bias.zero_()
+            blk.mlp.fc2.weight.zero_(), blk.mlp.fc2.bias.zero_()
+            blk.norm1.load_state_dict(model.blocks[0].norm1.state_dict())
+    out = measure(model, torch.randn(6, 1, 28, 28), threshold=0.8, batch=4)
+    torch.testing.assert_close(torch.tensor(out["softmax"]["matrix"]), torch.ones(3, 3), atol=1e-4, rtol=0)
+    assert out["softmax"]["num_similar"] == 3 and out["softmax"]["adjacent"] == pytest.approx([1, 1], abs=1e-4)
+    assert out["mixed"] == out["softmax"]
+
+
+def test_measure_reads_mixed_maps_of_reattention() -> None:
+    from vitlab.studies.collapse_study import measure
+
+    model = _tiny(depth=3, reattn_blocks=1, reattn_init="random").eval()
+    _perturb(model, seed=6, std=0.3)
+    out = measure(model, torch.randn(4, 1, 28, 28), batch=4)
+    m, s = torch.tensor(out["mixed"]["matrix"]), torch.tensor(out["softmax"]["matrix"])
+    torch.testing.assert_close(m[:2, :2], s[:2, :2])  # plain blocks: the same maps
+    assert not torch.allclose(m[2], s[2], atol=1e-3)  # the re-attention block: its mixed maps
+    torch.testing.assert_close(torch.diagonal(m), torch.ones(3), atol=1e-5, rtol=0)
+
+
+def test_recipe_and_report(tmp_path) -> None:
+    from vitlab.studies.collapse_plots import plot_study
+    from vitlab.studies.collapse_study import load_recipe, results_table, summarize
+
+    study, train = load_recipe("configs/collapse_study.yaml")
+    assert study.depths == (8, 16, 24) and set(study.variants) == {"self-attention", "re-attention"}
+    assert train["model_args"]["embed_dim"] == 64
+    smoke, smoke_train = load_recipe("configs/collapse_study.yaml", smoke=True)
+    assert smoke.depths == (2, 3) and smoke_train["epochs"] == 1 and smoke_train["model_args"]["embed_dim"] == 64
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("study: {depth: [3]}\n")
+    with pytest.raises(ConfigError, match="depth"):
+        load_recipe(bad)
+    sim = torch.tensor([[1.0, 0.9, 0.2], [0.9, 1.0, 0.5], [0.2, 0.5, 1.0]])
+    summary = summarize(sim, 0.8)
+    assert summary["similar_blocks"] == [0, 1] and summary["adjacent"] == [0.9, 0.5]
+    runs = [{"variant": v, "depth": 3, "val_top1": 90.0, "softmax": summary, "mixed": summary, "init": summary,
+             "centered": summary} for v in ("self-attention", "re-attention")]
+    results = {"threshold": 0.8, "runs": runs}
+    assert results_table(results).count("\n") == 4
+    paths = plot_study(results, tmp_path / "figures")
+    assert all(p.stat().st_size > 1000 for p in paths)

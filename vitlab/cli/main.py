@@ -15,6 +15,7 @@ from vitlab.cli.export_cmd import export_cmd, pretrained_cmd
 from vitlab.cli.models_cmd import models_cmd
 from vitlab.cli.predict_cmd import predict_cmd
 from vitlab.cli.report_cmd import report_cmd
+from vitlab.cli.study_cmd import study_cmd
 from vitlab.cli.train_cmd import train_cmd
 from vitlab.errors import VitlabError
 
@@ -26,6 +27,7 @@ def cli() -> None:
 
 
 cli.add_command(train_cmd)
+cli.add_command(study_cmd)
 cli.add_command(eval_cmd)
 cli.add_command(predict_cmd)
 cli.add_command(models_cmd)

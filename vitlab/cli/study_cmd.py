@@ -1,0 +1,25 @@
+"""``vitlab study``: reproducible experiments from a recipe (``vitlab study collapse``)."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group("study")
+def study_cmd() -> None:
+    """Reproducible experiments (recipes in configs/)."""
+
+
+@study_cmd.command("collapse")
+@click.option("--config", "recipe", default="configs/collapse_study.yaml", show_default=True,
+              type=click.Path(dir_okay=False, exists=True), help="Study recipe (study / train / smoke blocks).")
+@click.option("--out", default="runs/collapse_study", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for the runs, results.json, results.md and figures/.")
+@click.option("--smoke", is_flag=True, help="Apply the recipe's smoke block (runs in seconds).")
+@click.option("--reuse", is_flag=True, help="Skip training for runs that already have final weights; re-measure.")
+def collapse_cmd(recipe: str, out: str, smoke: bool, reuse: bool) -> None:
+    """Attention collapse: train deep narrow ViTs with self- and re-attention, measure cross-layer similarity."""
+    from vitlab.studies.collapse_study import run_study  # heavy imports only when the command runs
+
+    results = run_study(recipe, out, smoke=smoke, reuse=reuse, echo=click.echo)
+    click.echo(f"{len(results['runs'])} runs; results in {out}/results.md, figures in {out}/figures/")

@@ -1,0 +1,1 @@
+"""Reproducible experiments built from the library's parts (each with a recipe in configs/)."""
