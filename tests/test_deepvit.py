@@ -232,6 +232,22 @@ def test_intermediates_capture_before_and_after() -> None:
         torch.testing.assert_close(out["attn"][k].sum(-1), torch.ones(2, 4, 17), atol=1e-5, rtol=0)
 
 
+def test_analysis_capture_sees_maps_before_and_after_mixing() -> None:
+    from vitlab.analysis.capture import capture_attention
+
+    model = _tiny(reattn_blocks=2, reattn_init="random").eval()
+    _perturb(model, seed=7)
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad(), capture_attention(model) as cap:
+        model(x)
+    assert len(cap) == 4 and cap.mixed[0] is None and cap.mixed[1] is None
+    for k in (2, 3):
+        before, after = cap.layer(k, "softmax"), cap.layer(k, "mixed")
+        torch.testing.assert_close(before.sum(-1), torch.ones(2, 4, 17), atol=1e-5, rtol=0)
+        torch.testing.assert_close(after, model.blocks[k].attn.reattend(before))
+        torch.testing.assert_close(cap.effective()[k], after)
+
+
 def test_scale_adjustment_block() -> None:
     """The authors' block: x + f(LN(s x)) / s for both branches."""
     torch.manual_seed(0)
