@@ -207,3 +207,13 @@ def test_entry_points(entry: list[str]) -> None:
     assert "vit_tiny_patch16_224" in res.stdout and "5,717,416" in res.stdout
     res = subprocess.run([*entry, "eval", "nope.safetensors", "--data", "mnist"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 4 and res.stderr.strip() == "error: nope.safetensors: checkpoint not found"
+
+
+def test_eval_probes(trained: Path, digit_folder: Path, capsys: pytest.CaptureFixture) -> None:
+    ckpt = str(trained / "checkpoints" / "best.safetensors")
+    assert main(["eval", ckpt, "--data", str(digit_folder), "--probe", "fewshot", "--probe", "knn", "--shots", "1,5",
+                 "--knn-k", "3", "--json", "--device", "cpu"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert set(metrics["probe"]) == {"fewshot_1shot_top1", "fewshot_5shot_top1", "knn3_top1"}
+    assert all(0.0 <= v <= 100.0 for v in metrics["probe"].values())
+    assert 0.0 <= metrics["ece"] <= 100.0

@@ -256,8 +256,11 @@ def _fit(cfg: TrainConfig, prep: _Prepared, run: RunDir, resume: bool, info: dis
             prep.train_ds.set_epoch(epoch)
             sampler = ResumableSampler(len(prep.train_ds), global_batch, cfg.seed, epoch, batch_in_epoch,
                                        info.rank, info.world_size, drop_last=cfg.data.drop_last)
+            # An explicit generator: creating the iterator draws a base seed from it, which would
+            # otherwise shift the global RNG (dropout, stochastic depth) differently after a resume.
             loader = DataLoader(prep.train_ds, batch_size=cfg.data.batch_size, sampler=sampler,
-                                num_workers=cfg.data.workers, pin_memory=device.type == "cuda")
+                                num_workers=cfg.data.workers, pin_memory=device.type == "cuda",
+                                generator=torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch)))
             counter = {"steps": done_steps}
 
             def on_step_end(step: int, epoch: int = epoch) -> bool:

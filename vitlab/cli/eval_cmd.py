@@ -20,7 +20,13 @@ import click
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), help="Write metrics.json, per_class.csv, confusion.csv/png here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
-def eval_cmd(checkpoint, data, split, batch_size, workers, device, precision, out, as_json) -> None:
+@click.option("--probe", "probes", multiple=True, type=click.Choice(["fewshot", "knn"]),
+              help="Also evaluate frozen features: few-shot ridge probes and/or weighted k-NN (repeatable).")
+@click.option("--probe-train", help="Training source for the probes (default: --data's train split).")
+@click.option("--shots", default="1,5,10,25", show_default=True, help="Examples per class for --probe fewshot.")
+@click.option("--knn-k", type=click.IntRange(min=1), default=20, show_default=True)
+def eval_cmd(checkpoint, data, split, batch_size, workers, device, precision, out, as_json, probes, probe_train,
+             shots, knn_k) -> None:
     """Evaluate CHECKPOINT (a vitlab .safetensors) on a dataset."""
     from torch.utils.data import DataLoader
 
@@ -42,6 +48,8 @@ def eval_cmd(checkpoint, data, split, batch_size, workers, device, precision, ou
     loader = DataLoader(ds, batch_size=batch_size, num_workers=workers)
     meter = evaluate(ckpt.model, loader, dev, prec, len(ckpt.class_names), progress=not as_json, desc="eval")
     metrics = {**meter.result(), "images": meter.count, "checkpoint": str(checkpoint), "data": data}
+    if probes:
+        metrics["probe"] = _run_probes(ckpt, ds, probe_train or data, probes, shots, knn_k, batch_size, workers, dev)
     per_class = meter.per_class_accuracy().tolist()
     if out:
         out_dir = Path(out)
@@ -61,8 +69,39 @@ def eval_cmd(checkpoint, data, split, batch_size, workers, device, precision, ou
     if as_json:
         click.echo(json.dumps({**metrics, "per_class": dict(zip(ckpt.class_names, per_class))}))
         return
-    click.echo(f"{metrics['images']} images: top-1 {metrics['top1']:.2f}%  top-5 {metrics['top5']:.2f}%  loss {metrics['loss']:.4f}")
+    click.echo(f"{metrics['images']} images: top-1 {metrics['top1']:.2f}%  top-5 {metrics['top5']:.2f}%  "
+               f"loss {metrics['loss']:.4f}  ECE {metrics['ece']:.2f}%")
+    for name, value in metrics.get("probe", {}).items():
+        click.echo(f"{name}: {value:.2f}%")
     if len(ckpt.class_names) <= 50:
         click.echo("per-class top-1: " + "  ".join(f"{n}:{a:.1f}" for n, a in zip(ckpt.class_names, per_class)))
     if out:
         click.echo(f"wrote {out}/metrics.json, per_class.csv, confusion.csv, confusion.png")
+
+
+def _run_probes(ckpt, test_ds, train_source: str, probes: tuple[str, ...], shots: str, k: int, batch_size: int,
+                workers: int, device) -> dict[str, float]:
+    """Frozen-feature probes: train features from ``train_source``'s train split, test on ``test_ds``."""
+    from torch.utils.data import DataLoader
+
+    from vitlab.data import Preprocess, build_eval_transform, open_source
+    from vitlab.errors import ConfigError, DataError
+    from vitlab.evaluation.probe import extract_features, few_shot_accuracy, knn_accuracy
+
+    try:
+        shot_list = [int(s) for s in shots.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--shots {shots!r}: expected comma-separated integers, e.g. 1,5,10,25") from None
+    train_ds = open_source(train_source, "train", build_eval_transform(Preprocess.from_config(ckpt.model.config)))
+    if list(train_ds.classes) != list(test_ds.classes):
+        raise DataError(f"--probe-train {train_source}: classes differ from the evaluation data's")
+    n = len(ckpt.class_names)
+    tr_x, tr_y = extract_features(ckpt.model, DataLoader(train_ds, batch_size=batch_size, num_workers=workers), device)
+    te_x, te_y = extract_features(ckpt.model, DataLoader(test_ds, batch_size=batch_size, num_workers=workers), device)
+    out: dict[str, float] = {}
+    if "fewshot" in probes:
+        for shot, acc in few_shot_accuracy(tr_x, tr_y, te_x, te_y, n, shot_list).items():
+            out[f"fewshot_{shot}shot_top1"] = acc
+    if "knn" in probes:
+        out[f"knn{k}_top1"] = knn_accuracy(tr_x, tr_y, te_x, te_y, n, k)
+    return out

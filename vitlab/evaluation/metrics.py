@@ -37,7 +37,7 @@ class ClassificationMeter:
         counts = torch.bincount(idx, minlength=self.num_classes**2).reshape(self.num_classes, self.num_classes)
         self.confusion = counts if self.confusion is None else self.confusion + counts
         conf, _ = logits.softmax(dim=1).max(dim=1)
-        conf = conf.cpu().double()
+        conf = torch.nan_to_num(conf.cpu().double(), nan=0.0)  # non-finite logits: lowest bin
         hit = (pred == targets.cpu()).double()
         idx = (conf * self.ece_bins).long().clamp_(max=self.ece_bins - 1)
         cal = torch.zeros(3, self.ece_bins, dtype=torch.float64)
