@@ -155,7 +155,8 @@ def _reference_reattention(layer: ReAttention, x: torch.Tensor) -> tuple[torch.T
         mixed = torch.einsum("gh,bhij->bgij", w, before) + b[None, :, None, None]
         bn = mix.norm
         mean, var = bn.running_mean[None, :, None, None], bn.running_var[None, :, None, None]
-        after = (mixed - mean) / torch.sqrt(var + bn.eps) * bn.weight[None, :, None, None] + bn.bias[None, :, None, None]
+        w_bn, b_bn = bn.weight[None, :, None, None], bn.bias[None, :, None, None]
+        after = (mixed - mean) / torch.sqrt(var + bn.eps) * w_bn + b_bn
     else:  # LayerNorm over the head axis at every (i, j)
         mixed = torch.einsum("hg,bhij->bgij", mix.theta, before)
         mu = mixed.mean(1, keepdim=True)

@@ -24,7 +24,9 @@ class CnnPatchEmbed(TokenEmbed):
         width: channels of the two front-end convolutions (64 in DeepViT).
     """
 
-    def __init__(self, img_size: tuple[int, int], patch_size: int, in_chans: int, embed_dim: int, width: int = 64) -> None:
+    def __init__(
+        self, img_size: tuple[int, int], patch_size: int, in_chans: int, embed_dim: int, width: int = 64
+    ) -> None:
         super().__init__(img_size, patch_size)
         if patch_size % 2:
             raise ValueError(f"the convolutional patch embedding needs an even patch size, got {patch_size}")

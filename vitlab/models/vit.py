@@ -155,8 +155,8 @@ class VisionTransformer(nn.Module):
             raise ValueError(f"got {len(attn_layers)} attention layers for {depth} blocks")
         dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.ModuleList(
-            Block(embed_dim, num_heads, mlp_dim, qkv_bias, norm_eps, act, drop_rate, attn_drop_rate, dpr[i], attn_layers[i],
-                  scale_adjustment)
+            Block(embed_dim, num_heads, mlp_dim, qkv_bias, norm_eps, act, drop_rate, attn_drop_rate, dpr[i],
+                  attn_layers[i], scale_adjustment)
             for i in range(depth)
         )
         self.norm = nn.LayerNorm(embed_dim, eps=norm_eps) if not fc_norm else nn.Identity()
@@ -382,7 +382,8 @@ def build_vit(cfg: ViTConfig) -> VisionTransformer:
     cfg.validate()
     embed_layer = _embed_layer(cfg)
     if cfg.attn_type == "reattention":
-        attn_layer: Any = reattention_layers(cfg.depth, cfg.reattn_blocks, cfg.reattn_mode, cfg.reattn_init, cfg.reattn_scale)
+        attn_layer: Any = reattention_layers(cfg.depth, cfg.reattn_blocks, cfg.reattn_mode, cfg.reattn_init,
+                                             cfg.reattn_scale)
     else:
         attn_layer = Attention
     model = VisionTransformer(

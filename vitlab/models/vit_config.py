@@ -74,9 +74,10 @@ class ViTConfig:
                 raise ConfigError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {getattr(self, name)!r}")
         if self.stem == "cnn" and self.patch_size % 2:
             raise ConfigError(f"stem 'cnn' needs an even patch_size, got {self.patch_size}")
-        if self.stem == "resnetv2" and (not self.stem_layers or 4 * 2 ** (len(self.stem_layers) - 1) != self.patch_size):
-            raise ConfigError(f"stem_layers {self.stem_layers} give a ResNet of stride "
-                              f"{4 * 2 ** max(len(self.stem_layers) - 1, 0)}, not patch_size {self.patch_size}")
+        resnet_stride = 4 * 2 ** max(len(self.stem_layers) - 1, 0)
+        if self.stem == "resnetv2" and (not self.stem_layers or resnet_stride != self.patch_size):
+            raise ConfigError(f"stem_layers {self.stem_layers} give a ResNet of stride {resnet_stride}, "
+                              f"not patch_size {self.patch_size}")
         if self.reattn_blocks is not None and self.reattn_blocks < 0:
             raise ConfigError(f"reattn_blocks must be >= 0 or null, got {self.reattn_blocks}")
         if not self.scale_adjustment > 0:

@@ -34,7 +34,8 @@ def plot_study(results: dict[str, Any], folder: str | Path) -> list[Path]:
         ax = fig.add_subplot(1, len(depths), k + 1)
         for r in (r for r in runs if r["depth"] == depth):
             x = list(range(len(r["softmax"]["adjacent"])))
-            ax.plot(x, r["softmax"]["adjacent"], "o-", ms=3, color=color[r["variant"]], label=f"{r['variant']} (softmax)")
+            ax.plot(x, r["softmax"]["adjacent"], "o-", ms=3, color=color[r["variant"]],
+                    label=f"{r['variant']} (softmax)")
             if r["mixed"]["adjacent"] != r["softmax"]["adjacent"]:
                 ax.plot(x, r["mixed"]["adjacent"], "s--", ms=2, color=color[r["variant"]], alpha=0.6,
                         label=f"{r['variant']} (maps used)")
@@ -73,7 +74,8 @@ def plot_study(results: dict[str, Any], folder: str | Path) -> list[Path]:
         acc.plot(d, [r["val_top1"] for r in rs], "o-", color=color[v], label=v)
         sim.plot(d, [r["softmax"]["num_similar"] for r in rs], "o-", color=color[v], label=f"{v} (softmax)")
         if any(r["mixed"] != r["softmax"] for r in rs):
-            sim.plot(d, [r["mixed"]["num_similar"] for r in rs], "s--", color=color[v], alpha=0.6, label=f"{v} (maps used)")
+            sim.plot(d, [r["mixed"]["num_similar"] for r in rs], "s--", color=color[v], alpha=0.6,
+                     label=f"{v} (maps used)")
     acc.set_xlabel("blocks")
     acc.set_ylabel("val top-1 %")
     acc.legend(fontsize=8)

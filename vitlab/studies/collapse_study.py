@@ -178,7 +178,8 @@ def run_study(recipe: str | Path, out: str | Path, smoke: bool = False, reuse: b
             fresh = _fresh_model(cfg, model_args)  # same seed and init as the run started from
             ckpt = load_checkpoint(RunDir(run_dir).weights("last"))
             model = ckpt.model.eval()
-            val = open_source(cfg.data.val or cfg.data.train, "val", build_eval_transform(Preprocess.from_config(model.config)))
+            transform = build_eval_transform(Preprocess.from_config(model.config))
+            val = open_source(cfg.data.val or cfg.data.train, "val", transform)
             images = torch.stack([val[i][0] for i in range(min(settings.eval_images, len(val)))])
             record = {"variant": name, "depth": depth, "model_args": model_args, "run_dir": str(run_dir),
                       "val_top1": _logged_top1(RunDir(run_dir).metrics) or accuracy(model, val),
@@ -236,7 +237,8 @@ def results_table(results: dict[str, Any]) -> str:
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results["runs"]:
         s, m = r["softmax"], r["mixed"]
-        lines.append(f"| {r['variant']} | {r['depth']} | {r['val_top1']:.2f} | {s['num_similar']} | {m['num_similar']} | "
+        lines.append(f"| {r['variant']} | {r['depth']} | {r['val_top1']:.2f} | {s['num_similar']} | "
+                     f"{m['num_similar']} | "
                      f"{_mean(s['adjacent']):.3f} | {max(s['adjacent']):.3f} | {_mean(m['adjacent']):.3f} | "
                      f"{_mean(r['init']['adjacent']) if 'init' in r else math.nan:.3f} | "
                      f"{_mean(r['centered']['adjacent']) if 'centered' in r else math.nan:.3f} |")
