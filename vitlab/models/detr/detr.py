@@ -174,6 +174,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     # A ViT-S/16 backbone at 512x512 (pad to it; images resized to max_size 512).
     "detr_vit_small_patch16_512": {"backbone": "vit_small_patch16_224", "backbone_args": {"img_size": 512},
                                    "min_size": 448, "max_size": 512},
+    # CPU benchmark on real photos (tiny_coco): a 3-block ViT, patch 16, images up to 192x192.
+    "detr_vit_tiny_192": {"backbone": "vit_pico_patch4_32",
+                          "backbone_args": {"img_size": 192, "patch_size": 16, "depth": 3, "embed_dim": 128,
+                                            "num_heads": 4, "mlp_dim": 256, "pos_embed": "sincos"},
+                          "hidden_dim": 128, "nheads": 4, "enc_layers": 1, "dec_layers": 2, "dim_feedforward": 512,
+                          "num_queries": 40, "min_size": 192, "max_size": 192},
     # CPU demo / tests: a 2-block ViT with patch 8 on images up to 128x128.
     "detr_vit_pico_128": {"backbone": "vit_pico_patch4_32",
                           "backbone_args": {"img_size": 128, "patch_size": 8, "depth": 2, "pos_embed": "sincos"},
