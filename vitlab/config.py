@@ -39,7 +39,7 @@ class AugmentSettings:
 class DataSettings:
     """Where the images come from and how they are batched."""
 
-    train: str = "mnist"
+    train: str | None = "mnist"  # null in recipes that need --data
     val: str | None = None  # None: the same source's validation split
     root: str | None = None  # download folder for torchvision:NAME sources
     batch_size: int = 128
@@ -129,6 +129,8 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ConfigError naming the field for values that cannot work."""
+        if not self.data.train:
+            raise ConfigError("data.train is not set: pass --data (an image folder, 'mnist' or torchvision:NAME)")
         checks = [
             (self.epochs >= 1, "epochs", self.epochs, "must be at least 1"),
             (self.data.batch_size >= 1, "data.batch_size", self.data.batch_size, "must be at least 1"),
