@@ -217,3 +217,30 @@ def test_eval_probes(trained: Path, digit_folder: Path, capsys: pytest.CaptureFi
     assert set(metrics["probe"]) == {"fewshot_1shot_top1", "fewshot_5shot_top1", "knn3_top1"}
     assert all(0.0 <= v <= 100.0 for v in metrics["probe"].values())
     assert 0.0 <= metrics["ece"] <= 100.0
+
+
+def test_bad_training_flags_issue3(digit_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "r"
+    assert main(["train", "--epochs", "0", "--out", str(out)]) == 2
+    _assert_one_line_error(capsys, "epochs=0")
+    assert main(["train", "--lr", "-1", "--out", str(out)]) == 2
+    _assert_one_line_error(capsys, "optim.lr=-1")
+    assert main(["train", "--batch-size", "-4", "--out", str(out)]) == 2
+    _assert_one_line_error(capsys, "batch_size=-4")
+    assert main(["train", "--resume", "auto", "--overwrite", "--out", str(out)]) == 2
+    _assert_one_line_error(capsys, "--resume", "--overwrite")
+    assert main(["train", "--data", str(digit_folder), *TINY, "--batch-size", "64", "--out", str(out)]) == 2
+    _assert_one_line_error(capsys, "batch_size=64", "36 training images")
+    assert not out.exists()
+
+
+def test_validation_classes_must_match(digit_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(digit_folder, data)
+    shutil.rmtree(data / "val" / "digit2")
+    shutil.copytree(data / "val" / "digit1", data / "val" / "digit7")
+    assert main(["train", "--data", str(data), *TINY, "--out", str(tmp_path / "run")]) == 3
+    _assert_one_line_error(capsys, "digit7", "digit2")
+    assert not (tmp_path / "run").exists()
