@@ -24,7 +24,7 @@ from vitlab.models.vit_config import ViTConfig
 from vitlab.weights.errors import MalformedFileError, MappingError
 from vitlab.weights.infer import infer_vit_config
 from vitlab.weights.io import read_safetensors, read_torch, write_safetensors
-from vitlab.weights.keymap import Rule, require_plain_vit, block_depth, cat0, from_vitlab, split3, to_vitlab
+from vitlab.weights.keymap import Rule, block_depth, cat0, from_vitlab, require_plain_vit, split3, to_vitlab
 
 _ACTS = {"gelu": "gelu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh", "gelu_fast": "gelu_tanh", "relu": "relu"}
 _ACTS_BACK = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu": "relu"}

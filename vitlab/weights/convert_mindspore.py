@@ -18,7 +18,7 @@ from vitlab.models.vit import VisionTransformer
 from vitlab.models.vit_config import ViTConfig
 from vitlab.weights.errors import MappingError
 from vitlab.weights.infer import infer_vit_config
-from vitlab.weights.keymap import Rule, require_plain_vit, block_depth, from_vitlab, to_vitlab
+from vitlab.weights.keymap import Rule, block_depth, from_vitlab, require_plain_vit, to_vitlab
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # Optimizer state and training counters that MindSpore's ModelCheckpoint saves beside the weights.
