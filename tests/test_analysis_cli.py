@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from vitlab.analysis import AnalysisOptions, attention_rollout, capture_attention, collect_attention, \
-    mean_attention_distance
+from vitlab.analysis import (AnalysisOptions, attention_rollout, capture_attention, collect_attention,
+                             mean_attention_distance)
 from vitlab.analysis.layout import layout_of
 from vitlab.cli.main import main
 from vitlab.engine.checkpoint import save_weights

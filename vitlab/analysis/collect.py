@@ -120,7 +120,8 @@ def collect_attention(
                 maps = cap.maps(o.which)  # for the map-shaped analyses
                 probs = cap.maps("softmax") if o.which != "softmax" else maps  # rows are distributions
                 acc["logits"].append(logits.float().cpu())
-                acc["dist"].append(torch.stack([mean_attention_distance(a, layout, o.distance_prefix) for a in probs], 1).cpu())
+                dist = [mean_attention_distance(a, layout, o.distance_prefix) for a in probs]
+                acc["dist"].append(torch.stack(dist, 1).cpu())
                 acc["ent"].append(torch.stack([attention_entropy(a) for a in probs], 1).cpu())
                 acc["cross"].append(cross_layer_similarity(maps).float().cpu())
                 acc["hsim"].append(torch.stack([head_similarity(a) for a in maps], 1).float().cpu())
