@@ -131,7 +131,8 @@ def test_nonfinite_skip_policy_continues(digit_folder: Path, tmp_path: Path) -> 
         assert all(torch.isfinite(t).all() for t in read_tensors(ckpt).values()), ckpt
 
 
-def test_two_process_ddp_matches_one_process(digit_folder: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("fsdp", [False, True], ids=["ddp", "fsdp"])
+def test_two_processes_match_one_process(digit_folder: Path, tmp_path: Path, fsdp: bool) -> None:
     """torchrun with 2 gloo processes x batch 4 == 1 process x batch 8 (no BatchNorm, no dropout)."""
     base = ["train", "--data", str(digit_folder), "--model", "vit_pico_patch7_28", "--set", "model_args.depth=2",
             "--set", "model_args.embed_dim=32", "--set", "model_args.num_heads=2", "--set", "model_args.mlp_dim=64",
@@ -142,7 +143,8 @@ def test_two_process_ddp_matches_one_process(digit_folder: Path, tmp_path: Path)
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env["OMP_NUM_THREADS"] = "1"
     res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                          "29512", "-m", "vitlab", *base, "--batch-size", "4", "--out", str(two)],
+                          str(29512 + fsdp), "-m", "vitlab", *base, "--batch-size", "4", "--out", str(two),
+                          "--set", f"fsdp={str(fsdp).lower()}"],
                          capture_output=True, text=True, timeout=300, env=env)
     assert res.returncode == 0, res.stderr[-2000:]
     l1, l2 = _losses(one), _losses(two)

@@ -56,6 +56,7 @@ class TrainResult:
     last_metrics: dict[str, float]
     seconds: float
     exit_code: int = 0  # 143 / 130 when stopped by SIGTERM / SIGINT after checkpointing
+    is_main: bool = True  # False on the non-zero ranks of a distributed run (they print nothing)
 
 
 @dataclass
@@ -132,6 +133,26 @@ def _wrap(model: torch.nn.Module, cfg: TrainConfig, info: distributed.DistInfo, 
     return wrapped
 
 
+def _optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
+                     info: distributed.DistInfo) -> dict:
+    """The optimizer's state; under FSDP gathered into full (unsharded) tensors on every rank."""
+    if not (info.enabled and cfg.fsdp):
+        return optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    return get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def _load_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict, cfg: TrainConfig,
+                          info: distributed.DistInfo) -> None:
+    if not (info.enabled and cfg.fsdp):
+        optimizer.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
+
+
 def _full_weights(model: torch.nn.Module, cfg: TrainConfig, info: distributed.DistInfo) -> dict | None:
     """The full (unsharded) weights under FSDP, gathered on every rank; None otherwise."""
     if not (info.enabled and cfg.fsdp):
@@ -182,12 +203,20 @@ def _fit(cfg: TrainConfig, prep: _Prepared, run: RunDir, resume: bool, info: dis
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
     if steps_per_epoch < 1:
         raise ConfigError(f"optim.accum_steps={accum} exceeds the {probe_sampler.num_batches()} batches of an epoch")
+    found = None
+    if resume:
+        found = find_resumable(run)
+        if found is None:
+            raise CheckpointError(f"{run.checkpoints}: no valid checkpoint to resume from")
+        load_state_checked(model, found.weights, str(found.weights_path))  # before sharding / wrapping
+    ema = ModelEma(model, cfg.ema.decay, cfg.ema.warmup) if cfg.ema.decay else None
+    # Wrap first: FSDP2 swaps the parameters for sharded ones, and the optimizer must hold those.
+    wrapped = _wrap(model, cfg, info, device)
     optimizer = build_optimizer(model, cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.momentum,
                                 cfg.optim.betas, cfg.optim.layer_decay)
     scheduler = build_scheduler(optimizer, cfg.epochs * steps_per_epoch, int(cfg.optim.warmup_epochs * steps_per_epoch),
                                 cfg.optim.min_lr, cfg.optim.lr)
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
-    ema = ModelEma(model, cfg.ema.decay, cfg.ema.warmup) if cfg.ema.decay else None
     mixup = None
     if cfg.mixup.mixup_alpha > 0 or cfg.mixup.cutmix_alpha > 0:
         mixup = MixupCutmix(len(prep.classes), cfg.mixup.mixup_alpha, cfg.mixup.cutmix_alpha, cfg.mixup.prob,
@@ -197,14 +226,10 @@ def _fit(cfg: TrainConfig, prep: _Prepared, run: RunDir, resume: bool, info: dis
     best_value, best_epoch = (float("inf") if minimise else -float("inf")), -1
     start_epoch, batch_in_epoch, global_step = 0, 0, 0
     restored_rng = None
-    if resume:
-        found = find_resumable(run)
-        if found is None:
-            raise CheckpointError(f"{run.checkpoints}: no valid checkpoint to resume from")
+    if found is not None:
         st = found.state
-        load_state_checked(model, found.weights, str(found.weights_path))
         try:
-            optimizer.load_state_dict(st["optimizer"])
+            _load_optimizer_state(model, optimizer, st["optimizer"], cfg, info)
             scheduler.load_state_dict(st["scheduler"])
             if scaler is not None and st.get("scaler"):
                 scaler.load_state_dict(st["scaler"])
@@ -220,7 +245,6 @@ def _fit(cfg: TrainConfig, prep: _Prepared, run: RunDir, resume: bool, info: dis
         echo(f"resuming {run.root} at step {global_step} (epoch {start_epoch + 1}, batch {batch_in_epoch})")
     if info.is_main:
         save_config(cfg, run.config)
-    wrapped = _wrap(model, cfg, info, device)
     tb = TensorBoard(run.root / "tb", cfg.tensorboard and info.is_main)
     echo(f"training {cfg.model} ({sum(p.numel() for p in model.parameters()):,} parameters) on {len(prep.train_ds)} "
          f"images, {len(prep.classes)} classes; validating on {len(prep.val_ds)}; device {device}, {precision}"
@@ -234,7 +258,7 @@ def _fit(cfg: TrainConfig, prep: _Prepared, run: RunDir, resume: bool, info: dis
 
     def checkpoint(epoch: int, batch: int, step: int, last: dict[str, float]) -> None:
         state = {"epoch": epoch, "batch_in_epoch": batch, "best_value": best_value, "best_epoch": best_epoch,
-                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "optimizer": _optimizer_state(model, optimizer, cfg, info), "scheduler": scheduler.state_dict(),
                  "scaler": scaler.state_dict() if scaler is not None else {},
                  "ema": ema.state_dict() if ema is not None else {}, "rng": rng_state()}
         full = _full_weights(model, cfg, info)
@@ -302,7 +326,8 @@ def _fit(cfg: TrainConfig, prep: _Prepared, run: RunDir, resume: bool, info: dis
     tb.close()
     if info.is_main:
         write_plots(run.metrics, run.root)
-    return TrainResult(run.root, metric, best_value, best_epoch, last, time.perf_counter() - t_start, exit_code)
+    return TrainResult(run.root, metric, best_value, best_epoch, last, time.perf_counter() - t_start, exit_code,
+                       info.is_main)
 
 
 def _validate(model: torch.nn.Module, prep: _Prepared, cfg: TrainConfig, device: torch.device, precision: str,
@@ -313,6 +338,8 @@ def _validate(model: torch.nn.Module, prep: _Prepared, cfg: TrainConfig, device:
     loader = DataLoader(torch.utils.data.Subset(prep.val_ds, indices), batch_size=cfg.data.eval_batch_size,
                         num_workers=cfg.data.workers)
     meter = evaluate(model, loader, device, precision, len(prep.classes))
+    if hasattr(model, "reshard"):  # FSDP2 keeps parameters unsharded after a no-grad forward
+        model.reshard()
     if info.enabled:
         t = distributed.all_reduce_sum_tensor(meter.to_tensor().to(device), info).cpu()
         meter = ClassificationMeter(len(prep.classes))

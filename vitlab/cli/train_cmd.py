@@ -69,6 +69,6 @@ def train_cmd(config_file, model, train_data, val_data, epochs, batch_size, lr, 
                    allow_changes=tuple(allow_changes))
     if result.exit_code:
         raise SystemExit(result.exit_code)
-    if result.best_epoch >= 0:
+    if result.best_epoch >= 0 and result.is_main:
         click.echo(f"best {result.best_metric} {result.best_value:.2f} at epoch {result.best_epoch + 1}; "
                    f"{result.seconds:.1f}s; run folder {result.run_dir}")
