@@ -264,3 +264,103 @@ def test_checkpoint_written_by_mindspore_matches_mindcv_logits(tmp_path: Path) -
         out = imp.model(torch.from_numpy(x)).double()
     expect = torch.tensor(MINDCV_LOGITS, dtype=torch.float64)
     assert (out - expect).abs().max().item() <= TOL and torch.equal(out.argmax(-1), expect.argmax(-1))
+
+
+# The older layout (mindcv <= 0.2 / mindvision, as in the MindSpore ViT tutorial's vit_b_16_224.ckpt):
+# written by MindSpore 2.10.0 from mindcv 0.2.2's ``vit(image_size=8, input_channels=3, patch_size=4,
+# embed_dim=8, num_layers=1, num_heads=2, num_classes=3, mlp_dim=16, representation_size=6)``
+# (BaseClassifier: ``backbone.transformer.layers.0.0.cell.1.qkv.weight`` ..., a tanh pre-logits layer
+# ``head.classifier.0`` and the classifier ``head.classifier.1``), perturbed weights, same inputs.
+LEGACY_WRITTEN_CKPT = (
+    "CkcKEmJhY2tib25lLmNsc190b2tlbhIxCAEIAQgIEgdGbG9hdDMyGiCa0RY/agncv/j4xz/MuQk/T+AyP6/AwD+uP/E/7uXAPgrNAQoWYmFja2JvbmUu"
+    "cG9zX2VtYmVkZGluZxKyAQgBCAUICBIHRmxvYXQzMhqgASyQ1b5fzi6/EJ8dP6nM6T6JE4g+C0UsvoOSjj8K8AY+3LgLvyi5kj+yJSQ/DSBRPyj6Eb/0"
+    "yHe/2F1avU5dKsAWeI++JPrEP7G6A78x7Ks+VpyHv/Rurr9YTMk+Q0cevwi+Jb9/bkk/ZRuFvx2BGsCgPpm+NknAPuuV6j+gmhFA3iz/PmrbKUDC0Sy+"
+    "Iukhvz+2gj+h5pI/D1d1Pxyl170KvQwKJGJhY2tib25lLnBhdGNoX2VtYmVkZGluZy5jb252LndlaWdodBKUDAgICAMIBAgEEgdGbG9hdDMyGoAM6rJt"
+    "Pqo+kT0jMI0+smhbvtLXoD4OWwy+OpkTvZBvg7woVuc8UJ0JvVjdSr2GDQC/f2mkPhBcsz5avbS9TCfAvszyfb7IMIM+rbyOPlh/FDzGZso+Epy1vreq"
+    "F75hsMc9LLDEPW5qiL06IzK/+k2HPqH6FD2dlAW/BSiSPsVhxr1oJlC9HRugPnYQOr70B2Q+R6UnPigtvD0MgbE+BKsNPvQlq70hlRc//HTJvsRXNb2V"
+    "WU2+c7ZfPfRqmz6cVPs+wn4LPTjQgb02E/u99RJdvqzfYT7D9Cy+KA6sPvGIyb2iaVM9mwEOP3i10r2rjgA/1CfzvsR5PL7DLRi/m1gEvhqhTj4imx4+"
+    "2glbPjx5VT6yHJW+s7QGv4bhJz1Fgos+bBphvnIFor4S3/m+bvShvp2k/D6NVze+phnUvkaoGb6j00a++r0UPnHTML7cXSO+XpMnvmKAXj2qE4E+g5fQ"
+    "PVB2EL6V1/W+dDzbvTiKqj3Oqoq+psk7PSBslr4cco6+aDyNPntyAT5+JPw+HKVdvkzbjT6+j7k+TsRnv5CxN73xTO8+xwg2PjhRur2IMZu8ycf/vmJy"
+    "xT26Tu6+Jk66vhoTkz5s1KC7TcILvtw/NT3frGo/+2KEPnDOJr6ORgE/mqG0vapPoj4nlKC+Xt5LvlNEkD5fSSK+UkWAvl7qvj7L292+QogAv0c9kj4a"
+    "bwe/flKzvj9Qgb4OBc2+MxrGvlt0ez6amUs9T39evj4I2T2bFsE+QLOzvmI4571N2A8/0/AlPqz3tz5uVAq+bmvzvZs2hD6GGlQ+3j6CPfW3Zb7SLwG/"
+    "XkdAvfoEgr1RdSa9DNpxPcvAIj7USiA+bm9PPzJi6T7XWkO+FECjvt3qTj+1zqS+pDjxvXwTEz8GFAg/HOfpvO8hHz301My++H6hvsYvar7dXks9V1em"
+    "vXCpJz7acic/EYgFPl7iZT016Vk9fsqlPN7Zsj7Gd36+2GQ7PGmyir7wCMQ90DHWPbStXD4KZ7k+qLDhPexfsD65MMg+ZjpDPpSAYz4ezTi/oZntPaOf"
+    "h72SSeO+aussvg5Fsj4VJsO+5gmHPs5RNj6sLSS+W7TVvckJsT5FT92+HpoyP176B77hbmu+MoqlPiF0pj6Qc54+ZMnpPtSR7T3eVJe+9o5vvVDClD2z"
+    "Qg++0V83v/SyZT7WKhc/CnXlPiNdub5AqJq7khhEvy43Gj9ZTzO/D4Z6PaIg+j4yBp8+1LJhPmZrBb+6JZ28/NUrvfgDKD6y0bM+eU9/Ph/iQj+h32M+"
+    "dpKSvbXECT/ublq+MoYDPXE2Vz1pzx6/0npEPshnxrwkrkm8ewi9PX0Jl76Q6go+1TESPxQznr1OrFu9VY7xvcw2Iz+OX4u+TnVbPpetiD2/BwQ/apCW"
+    "PhDdvD00N9K+FUedPgjeAT+AB3W+FvmcPriEZb5+O929Of4Bv+infT5CyNY9WiEfPYEntz6iepY9AzeQPh5HKj61t9y+FZ1ePRQh677RmYm+KIorvjX9"
+    "Pz7seQE/J7WuvrF6/Tym/b+9OJbmPKYjSD7k1zY9Mu1JvgXxaz6EKbA+pZ4ZvtuIAT9CWMm9hlo3vlpIVz6CXjK9uGUHvwAZszuFcu0+9HgtP+ahkb6K"
+    "tTA+kHcIuzbR1D1v4LA+KsjzPSORrb004SK+ejR2vlrI/z2egC0+MNYjPThMiz4ZFbo+7eMZv+ipPj4hvJ2+w9djPjZELj0hcnw+SogpvmYX4z0Q+Cq/"
+    "7M7iPuaEB77IbGK/bnaLPjxTHD8mzG2+2dzwPq4wnL5YaFK/Gok2vfDk2j3w/wE7glrQPc/32z0DXI69TDr2vW5Fab4lwl2+3ZX+vQx8f70sd8++peMK"
+    "vhRFIj7iZAA+GhCvvaWQhz3O7Vg95NW0PiLQhD3lzey+QF4jvg+GUT7YQiQ9dEBtPmJGAT7Itcu+XlmFPsiGA78C8IY+eeIiPZ824r5Q4s28uFi7Poys"
+    "nr4peHK+qOGnPG5nsb402d6+E7NTPuaYPz44xgW+ayCZPmK7Ir4Ovqm9X00qvcKVCj+N+2I+ClMKImJhY2tib25lLnBhdGNoX2VtYmVkZGluZy5jb252"
+    "LmJpYXMSLQgIEgdGbG9hdDMyGiChKJS+uFclPv7EfT18nvG9kRlnvvEEGr1Xea08iOnQvApEChNiYWNrYm9uZS5ub3JtLmdhbW1hEi0ICBIHRmxvYXQz"
+    "Mhog7igVP0DH+T4k6oQ/09eGPwfV0z9YR3I/AjmnP1XlrT8KQwoSYmFja2JvbmUubm9ybS5iZXRhEi0ICBIHRmxvYXQzMhog4hOWvAS/vDxKDAS+DVUI"
+    "P/ix575n3kK875nUPjhRBL0KXQosYmFja2JvbmUudHJhbnNmb3JtZXIubGF5ZXJzLjAuMC5jZWxsLjAuZ2FtbWESLQgIEgdGbG9hdDMyGiDpJlQ/VPGI"
+    "P4E8lD8xypU/q9CKP7LNnD+fUKQ/zP0qPwpcCitiYWNrYm9uZS50cmFuc2Zvcm1lci5sYXllcnMuMC4wLmNlbGwuMC5iZXRhEi0ICBIHRmxvYXQzMhog"
+    "icrovaiVhT6lGhY+aSOQPeWVTj42QJI+ycuDvmx1vL4KxgYKMWJhY2tib25lLnRyYW5zZm9ybWVyLmxheWVycy4wLjAuY2VsbC4xLnFrdi53ZWlnaHQS"
+    "kAYIGAgIEgdGbG9hdDMyGoAGNFD6vQSXKT8tUgm+fCM1vgRaBT70r08+Wy2BvvmGJj2oGgg9kI8YPsxHgD7euB++iMrCPo2sM7/IpPA+3FywvZ6s+j5F"
+    "ppS9lB6fPuzsMj63cVS+lE/svpAwzD2V8yq9pFFYvqrLDT9M6UO97EQUPefKYT7iB1s/kNaNvug7x77+pqm+VM8kP9BRB77kpTI+FeOfPuGIAj4sNi8+"
+    "f4APv2LShL3Emj6/CW81vhoDtryoiCa+sDSAPvPAPj4Mr/q91bDgvqcsWb6sQFy+ZkwQP6sg3z7qWQy9jq04vrf3Cj+jrCu+aIfSPjFqVb4cjTo+9pA4"
+    "P0td4b73ADY+aJxxvPj95L0Zbnc/0sgDvwTPET/L800+EGyJvEQblb65v02/WC7NvkQXiL04xnG8JxWXPcokij4ioRQ/AKt2vdZVPD6MLKs9/lirPciH"
+    "Gr7EBhC/ii+Fvcw8vj1aXBk//JopvgoZab+s7gY9Xgm4vt1oBT6eG8c92lzyPmSAAT6Q3TM9kAtOvcD2Rb+s9Mc+1rk6vlCLxbwgYsM87UjyvrAIML5u"
+    "q9Q+ElAaPmD1FTw6gWi+rm72PQ+KJL+0r64+nhuLPQrM1b6KZqq+Yo4gvZ0WQD59rkQ/uPGDPtS/DL+CGim/so2UviOhjL6WFLk8oOYMvmOzIb4hQRS/"
+    "zCepvlD5qDsw1049iP84PwUax77M3VM/eMkYvnB1jzu6hrE+wclzPlH1U78ot/E9fOoBPvdCHr94L9C+LkgQPpA6Uz66rTy/XvLUvievxL7Wm06+UA03"
+    "vPSO5z7nKoI9zvfSPhKaCj9fuAs/qOKMv0gCeT4GIgy/cAvGvBYphD4grF4+eKv9veiqJz9Tiki/1M+5vfwD7z1lup29RygFvqnTor4sRNI98RABPkBR"
+    "Zz4miEc+Ai6zPlwTNr/eLpu+/m7OPmbCIr/sod4+UD5bvZ5pzL4kYAe/PX2evgOqk719trO+p2k7PnYlWr20zPa9wFzhu3wUjD0Q08q90T3JPTE7m76u"
+    "JkG+CqABCi9iYWNrYm9uZS50cmFuc2Zvcm1lci5sYXllcnMuMC4wLmNlbGwuMS5xa3YuYmlhcxJtCBgSB0Zsb2F0MzIaYEW5fT7woKe8+cKQviBA0zw0"
+    "2Mm+dKAGPWRCxLwTjKQ+IG34voc1vz4ZW9k+A62cPNbYrD7IEoc9F+nLPgd5Dj/sYrW+DwlcP7vKJr7Cy5k+cJ3ovqXFiz2IOGa9KdahvQrGAgoxYmFj"
+    "a2JvbmUudHJhbnNmb3JtZXIubGF5ZXJzLjAuMC5jZWxsLjEub3V0LndlaWdodBKQAggICAgSB0Zsb2F0MzIagALqSPw9ZMaSvgB+8DmuXQY/mMMXv2wa"
+    "gL4zcuC9SKnDvVZpDr+0FRi+3wESvg77Y740Fw0+bH6TPZjCPj7WM/g+HG0nPxiBDD3Q1RS/P3tLv/xNL7+JTB6/dAERvx4Bmz43Viq/INXNPQAPBzzU"
+    "QJE+NNYava8jvj2RuL2+X4pgPpv8jL5C7d+9IIaVPgoxOD9s+p07j1+hvuLAM794Z0k/IS9qvvhwkr4TN0c++vcOPlAt1T14yo28FP/KPcYcEb7gDgI9"
+    "UzkDPmtR0z5oz5M+ADZ7PAZMu74jg46+hHHFPmvppD48Dtk+MpzuPhP6M74wg2Y8FXArvuOQo749rg4/CmAKL2JhY2tib25lLnRyYW5zZm9ybWVyLmxh"
+    "eWVycy4wLjAuY2VsbC4xLm91dC5iaWFzEi0ICBIHRmxvYXQzMhogwCraPa7bID9JZgs/NCwIP6A6GD4Tojy/ddqAvnq6sz4KXQosYmFja2JvbmUudHJh"
+    "bnNmb3JtZXIubGF5ZXJzLjAuMS5jZWxsLjAuZ2FtbWESLQgIEgdGbG9hdDMyGiCUkmo/T7ObPwjHhT/4tFI/tt+jPzHosz9cxUc/QqiTPwpcCitiYWNr"
+    "Ym9uZS50cmFuc2Zvcm1lci5sYXllcnMuMC4xLmNlbGwuMC5iZXRhEi0ICBIHRmxvYXQzMhogRWxAPY2SrD3B2v+8cGnAvruA2D60S6C+bLqFvjibST4K"
+    "yQQKNGJhY2tib25lLnRyYW5zZm9ybWVyLmxheWVycy4wLjEuY2VsbC4xLmRlbnNlMS53ZWlnaHQSkAQIEAgIEgdGbG9hdDMyGoAESJaWvcWLb76FaBI+"
+    "MgR1vpkJ771xnvE9ab0Nv6Qa5T4dg9s+REGbPBA8jDwI0qa+Aiq2PkzWpT0T4U8+aPliv4Z1YD7UfAq/fMGiPfD7Xr7h6tk+gP4pOzCsd73cETc+NUQI"
+    "vvYyOr/2ss4+L9n/voQJWz5Q74Q7XjbTPi7GyD18bxi+DH1lvfeEAL6hoiC/5Z0mvj2DV74H2Jo+ri+zPhBuxrwGgwo+5OEGPtSRkr29Lx0+X2X8vXzz"
+    "tb3j/re+kMOSPjhO275MhOc+TMxcPpGc177g+IO+05YTv6VHm75FPse+g/EJP9f8n7765Ak+AUO+vgqtmb7eHr6+UHEgv56XAz7VkyU/yu/QPbvdCz4O"
+    "gF8+y1cuvlxoCT4o56W+qoxOP5T/gj5v4LS96GIVP8Tn2LzJ9x2/x1A3PlmBCL+wxCu+uOuKvRFCr72SD4C+w8wAvyXSx75oQjm+ACcBvxvlcL7sb9G+"
+    "AvNovmhrSj5Di1k+aBZHPeIfQ76atIw+AOOuPXTKcL030YE+mqPPvsilK718UBM9GDkvvlyjuD3g4BK9qlm9vhe0CD9wwTi9cHAgPnBHLr2UE6M+8HGw"
+    "vij2Mj++v4u+zLngvo3XGL/ymk09y2nhPijTjr5QaNC+xe2WvlK0ez6on0c9zeVnPtD32j4MJ3e+9wQhv34JML8KgwEKMmJhY2tib25lLnRyYW5zZm9y"
+    "bWVyLmxheWVycy4wLjEuY2VsbC4xLmRlbnNlMS5iaWFzEk0IEBIHRmxvYXQzMhpAcpsiPt5/1z6mVcO+S5kcPhLnFz/aKjc/Xr/kPUIgMT7U9Kk98SdM"
+    "vlM0Fr82uCW+YSOtPmxsML3drfG+c8GsvgrJBAo0YmFja2JvbmUudHJhbnNmb3JtZXIubGF5ZXJzLjAuMS5jZWxsLjEuZGVuc2UyLndlaWdodBKQBAgI"
+    "CBASB0Zsb2F0MzIagATwqaG+7F62vhQQVT4ShqG+VUJmvmjevry0a0++8oIlP597kL0e6eo9XtcPPuwGHL8xVLA+cAeHPV7vmD0G9oM+jyilvthJ1T0s"
+    "8ou+/KOBvBBJtz6Aaaq8RCpPvXKvNz60nhs/LLhZPmupij5CSly+6r5VPQzWNj81VuC+/YUGPoO0LT3RlCY/xakKviKczr551yA/TNoFvwZyqD0sNTO+"
+    "5eVrPqZwPj0OLau+kBbLO3JF/z34XKc8CFlDPuzJnj3AEOU+NL7CvvyqxrsoS389hnu3PgJkgr5vrhq+R+AOPrj4kD4Ec3O9nkEVPvvrer67PMq8SIzj"
+    "viR6TDxQHQi+WhN2vpx7sr44LLa+qrYIv94jDr+QJyU/JJatvkBl4b5E52u+5Vg8PqHTAD9ohgS92YuBPkzohb6bBRI+fJWSvXJchz08Zas+Mu0FP+Iu"
+    "SD8wDxC9MMffPd4cyz4e9IW+xJlnPTNKC7+CWIM+2aSWvkKpID+d2cU+YK2Ivoqgi75cBoW+qgTaPoHNNL5yD5q+QVaRvj3oBD+DGK0+mH3HPajGLD50"
+    "Zgg+8T4Rv0GdFL728L49jC2ZPUDeej0cr1q+pgtQPeBqtb5yJpW+llNwvk9wr73DWOk+aAqLO6UhDz/MrRS/Cci2vq/gEb8Gt0y+0KO3POKbEr4/nfS+"
+    "3Hf7PgpjCjJiYWNrYm9uZS50cmFuc2Zvcm1lci5sYXllcnMuMC4xLmNlbGwuMS5kZW5zZTIuYmlhcxItCAgSB0Zsb2F0MzIaIAMurb6ry6G93L/VvmKu"
+    "p70GBoG9WGeBPXr3lD6E7Q4/CvgBCiNoZWFkLmNsYXNzaWZpZXIuMC5jbGFzc2lmaWVyLndlaWdodBLQAQgGCAgSB0Zsb2F0MzIawAE9noC+o2qKvp10"
+    "Bb8ayka+AyyTPsj8lbyWVw0/MHeJO54Nw75iLQY+XpELvr2wnj4AqEC65z9zPlCjab4h+1c+XIXpPVf/b77dBaA+4eJjPxOnvj3A0Q489Hdnvhz8w70z"
+    "M1k/mOmqPa4pfj6dNdK9oBsLP3Wa076olmA+C9CuPocoDj74WFG9SG7/vmtzQz4dfiI/otErPkrbxT6UpAa90EdqvkrwRr9Q/kq+ZvwMPyiItb6IFSO/"
+    "FeObvp4l2D4KSgohaGVhZC5jbGFzc2lmaWVyLjAuY2xhc3NpZmllci5iaWFzEiUIBhIHRmxvYXQzMhoYlqbovrKcDr5KehG/WsYtvyOdOD9olqq+Cn4K"
+    "I2hlYWQuY2xhc3NpZmllci4xLmNsYXNzaWZpZXIud2VpZ2h0ElcIAwgGEgdGbG9hdDMyGkgO6qC+/hAIv84WYz5jYAm+KQ5MvjTejD5OnhY+vejdvh7c"
+    "kb70w0k+ERA2P6DdXbxGFVa9QI7HvZRqQz/8ls4+Nsg6vpDMFr4KPgohaGVhZC5jbGFzc2lmaWVyLjEuY2xhc3NpZmllci5iaWFzEhkIAxIHRmxvYXQz"
+    "MhoMTC8HP148jz7ixQs/"
+)
+LEGACY_LOGITS = [[0.23104068636894226, 0.863639771938324, 0.0048941969871521], [0.10824230313301086, 0.8151978850364685, -0.004740238189697266]]
+
+
+def test_legacy_mindcv_layout_written_by_mindspore(tmp_path: Path) -> None:
+    import base64
+
+    import numpy as np
+
+    path = tmp_path / "legacy.ckpt"
+    path.write_bytes(base64.b64decode("".join(LEGACY_WRITTEN_CKPT)))
+    raw = read_ckpt(path)
+    assert "backbone.transformer.layers.0.0.cell.1.qkv.weight" in raw and "head.classifier.1.classifier.weight" in raw
+    x = torch.from_numpy(np.random.default_rng(1).standard_normal((2, 3, 8, 8)).astype(np.float32))
+    expect = torch.tensor(LEGACY_LOGITS, dtype=torch.float64)
+    # MindSpore < 2 named the class token by its Parameter name, "backbone.cls"
+    renamed = {("backbone.cls" if k == "backbone.cls_token" else k): v for k, v in raw.items()}
+    write_ckpt(tmp_path / "old_names.ckpt", renamed)
+    for file in (path, tmp_path / "old_names.ckpt"):
+        imp = import_weights(file, "mindspore", num_heads=2)
+        assert imp.model.config.representation_size == 6 and imp.model.config.norm_eps == 1e-7
+        with torch.no_grad():
+            out = imp.model(x).double()
+        assert (out - expect).abs().max().item() <= TOL and torch.equal(out.argmax(-1), expect.argmax(-1))

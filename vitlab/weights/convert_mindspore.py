@@ -1,6 +1,9 @@
-"""mindcv 0.3.0 ViT (MindSpore) <-> vitlab.
+"""mindcv ViT (MindSpore) <-> vitlab.
 
-mindcv names its ViT parameters as timm does, except LayerNorm's ``gamma`` / ``beta``. Its
+mindcv 0.3.0 names its ViT parameters as timm does, except LayerNorm's ``gamma`` / ``beta``.
+mindcv <= 0.2 and mindvision (whose ``vit_b_16_224.ckpt`` the MindSpore ViT tutorial loads) use
+``backbone.transformer.layers.{i}.{0,1}.cell.{0,1}...`` names; both layouts are read, 0.3.0's is
+written. Its
 numerics are MindSpore's defaults, not PyTorch's: ``nn.LayerNorm`` eps 1e-7 and ``nn.GELU`` with
 the tanh approximation; they are carried into the config (``norm_eps``, ``act``) so an imported
 model computes what MindSpore computes. Training checkpoints also hold optimizer moments and
@@ -54,6 +57,45 @@ RULES: tuple[Rule, ...] = (
 )
 
 
+# mindcv <= 0.2 / mindvision (the MindSpore ViT tutorial's ``vit_b_16_224.ckpt``): a BaseClassifier
+# with ``backbone.`` (ViT: ResidualCell(SequentialCell([norm, attention])) per sub-layer) and ``head.``
+_T = "transformer.layers.{i}."
+LEGACY_RULES: tuple[Rule, ...] = (
+    Rule("cls_token", "cls_token", optional=True),
+    Rule("pos_embed", "pos_embedding"),
+    Rule("patch_embed.proj.weight", "patch_embedding.conv.weight"),
+    Rule("patch_embed.proj.bias", "patch_embedding.conv.bias"),
+    *_ln("blocks.{i}.norm1", _T + "0.cell.0"),
+    Rule("blocks.{i}.attn.qkv.weight", _T + "0.cell.1.qkv.weight"),
+    Rule("blocks.{i}.attn.qkv.bias", _T + "0.cell.1.qkv.bias"),
+    Rule("blocks.{i}.attn.proj.weight", _T + "0.cell.1.out.weight"),
+    Rule("blocks.{i}.attn.proj.bias", _T + "0.cell.1.out.bias"),
+    *_ln("blocks.{i}.norm2", _T + "1.cell.0"),
+    Rule("blocks.{i}.mlp.fc1.weight", _T + "1.cell.1.dense1.weight"),
+    Rule("blocks.{i}.mlp.fc1.bias", _T + "1.cell.1.dense1.bias"),
+    Rule("blocks.{i}.mlp.fc2.weight", _T + "1.cell.1.dense2.weight"),
+    Rule("blocks.{i}.mlp.fc2.bias", _T + "1.cell.1.dense2.bias"),
+    *_ln("norm", "norm"),
+    Rule("pre_logits.0.weight", "head.classifier.0.classifier.weight", optional=True),  # MultilayerDenseHead, tanh
+    Rule("pre_logits.0.bias", "head.classifier.0.classifier.bias", optional=True),
+    Rule("head.weight", "head.classifier.weight", optional=True),
+    Rule("head.bias", "head.classifier.bias", optional=True),
+)
+
+
+def _legacy_names(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Strip ``backbone.``; older MindSpore named the class token ``cls``; the tutorial's own
+    ViT calls its head ``dense``; a two-layer head's last layer is the classifier."""
+    out = {}
+    for k, v in weights.items():
+        k = k[len("backbone."):] if k.startswith("backbone.") else k
+        k = {"cls": "cls_token", "dense.weight": "head.classifier.weight", "dense.bias": "head.classifier.bias",
+             "head.classifier.1.classifier.weight": "head.classifier.weight",
+             "head.classifier.1.classifier.bias": "head.classifier.bias"}.get(k, k)
+        out[k] = v
+    return out
+
+
 def is_training_state(key: str) -> bool:
     return key.startswith(OPTIMIZER_PREFIXES) or key in BOOKKEEPING
 
@@ -63,8 +105,13 @@ def import_state(theirs: Mapping[str, torch.Tensor], source: str = "mindspore",
     """(config, vitlab state, skipped optimizer / counter keys) from a mindcv ViT checkpoint."""
     ignored = sorted(k for k in theirs if is_training_state(k))
     weights = {k: v.float() if v.is_floating_point() else v for k, v in theirs.items() if not is_training_state(k)}
-    depth = block_depth(weights, r"blocks\.(\d+)\.")
-    state = to_vitlab(weights, RULES, depth, source)
+    if any(".0.cell.1.qkv.weight" in k for k in weights):  # mindcv <= 0.2 / mindvision layout
+        weights = _legacy_names(weights)
+        depth = block_depth(weights, r"transformer\.layers\.(\d+)\.")
+        state = to_vitlab(weights, LEGACY_RULES, depth, source)
+    else:
+        depth = block_depth(weights, r"blocks\.(\d+)\.")
+        state = to_vitlab(weights, RULES, depth, source)
     defaults = dict(norm_eps=1e-7, act="gelu_tanh", mean=IMAGENET_MEAN, std=IMAGENET_STD, interpolation="bilinear")
     return infer_vit_config(state, source, **{**defaults, **known}), state, ignored
 
