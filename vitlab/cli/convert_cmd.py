@@ -63,6 +63,7 @@ def convert_cmd(src, dst, src_fmt, dst_fmt, img_size, num_classes, num_heads, mo
     for rec in imp.info["surgery"]:
         click.echo(f"surgery: {json.dumps(rec)}")
     if verify:
+        from vitlab.errors import VitlabError
         from vitlab.weights.verify import compare, peer_forward
 
         if num_classes is not None and imp.info["surgery"] and any(r["op"] == "reset_classifier" for r in imp.info["surgery"]):
@@ -74,7 +75,15 @@ def convert_cmd(src, dst, src_fmt, dst_fmt, img_size, num_classes, num_heads, mo
         known = {"num_heads": num_heads, "img_size": _size(img_size)}
         src_cfg = read_source(src, src_fmt, **known)[0] if src_fmt != "vitlab" else read_source(src, src_fmt)[0]
         src_cfg = src_cfg.replace(num_heads=cfg.num_heads, norm_eps=cfg.norm_eps, act=cfg.act)
-        result = compare(peer_forward(src_fmt, src, src_cfg), peer_forward(dst_fmt, dst, cfg), src_cfg, cfg)
+        runs = []
+        for fmt, path, c in ((src_fmt, src, src_cfg), (dst_fmt, dst, cfg)):
+            try:
+                runs.append(peer_forward(fmt, path, c))
+            except (VitlabError, ImportError, RuntimeError, KeyError, ValueError) as err:
+                why = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                click.echo(f"verify: skipped, no peer library could run {path} ({fmt}): {why}")
+                return
+        result = compare(runs[0], runs[1], src_cfg, cfg)
         note = " (result fed resized inputs: this measures the resampling)" if result["resized"] else ""
         click.echo(f"verify: max abs logit difference {result['max_abs_diff']:.3e}, top-1 agreement "
                    f"{result['top1_agree']:.0%}{note}")

@@ -58,7 +58,8 @@ def peer_forward(fmt: str, path: str | Path, cfg: ViTConfig) -> Forward:
         if cfg.num_classes:
             return lambda x: model(pixel_values=x).logits
         return lambda x: model(pixel_values=x).pooler_output if cfg.representation_size else model(pixel_values=x).last_hidden_state[:, 0]
-    raise MappingError(f"no peer library to run {fmt!r} files with")
+    raise MappingError(f"no peer library to run {fmt!r} files with here (mindcv needs MindSpore)" if fmt == "mindspore"
+                       else f"no peer library to run {fmt!r} files with")
 
 
 @torch.no_grad()
