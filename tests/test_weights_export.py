@@ -82,7 +82,7 @@ def test_timm_hybrid_through_the_api(tmp_path: Path) -> None:
     x = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         ref = peer(x)
-        assert (imp.model(x) - ref).abs().max().item() <= 1e-4
+        assert (imp.model(x) - ref).abs().max().item() <= 1e-5
     export_weights(imp.model, tmp_path / "back.safetensors", "timm")
     peer2 = timm.create_model("vit_small_r26_s32_224", pretrained=False, num_classes=4, depth=1, img_size=(64, 96)).eval()
     peer2.load_state_dict(load_file(tmp_path / "back.safetensors"), strict=True)
