@@ -21,10 +21,13 @@ from vitlab.registry import create_model
 DOC = Path(__file__).resolve().parents[1] / "docs" / "analysis_capture.md"
 
 
-def timed(fn) -> float:
-    t = time.perf_counter()
+def timed(fn, cpu: dict[str, list[float]], key: str) -> float:
+    """Wall time of fn(); its process CPU time (all threads) is appended to cpu[key]."""
+    c, t = time.process_time(), time.perf_counter()
     fn()
-    return time.perf_counter() - t
+    wall = time.perf_counter() - t
+    cpu.setdefault(key, []).append(time.process_time() - c)
+    return wall
 
 
 def main() -> None:
@@ -55,23 +58,32 @@ def main() -> None:
     for fn in (plain, captured, statistics_too):  # warm-up
         fn()
     times: dict[str, list[float]] = {"plain": [], "capture": [], "plain after capture": [], "capture + statistics": []}
+    cpu: dict[str, list[float]] = {}
+    variants = [("plain", plain), ("capture", captured), ("plain after capture", plain),
+                ("capture + statistics", statistics_too)]
     for _ in range(args.rounds):
-        times["plain"].append(timed(plain))
-        times["capture"].append(timed(captured))
-        times["plain after capture"].append(timed(plain))
-        times["capture + statistics"].append(timed(statistics_too))
+        for key, fn in variants:
+            times[key].append(timed(fn, cpu, key))
     med = {k: statistics.median(v) for k, v in times.items()}
+    # Paired within each round: capture against the mean of the plain runs just before and after it.
+    paired = [c / ((a + b) / 2) for a, c, b in zip(times["plain"], times["capture"], times["plain after capture"])]
     base = med["plain"]
-    rows = "\n".join(f"| {k} | {1000 * v:.1f} | {v / base:.2f}x | {1000 * min(times[k]):.1f} |" for k, v in med.items())
+    cpu_med = {k: statistics.median(v) for k, v in cpu.items()}
+    rows = "\n".join(f"| {k} | {1000 * v:.1f} | {v / base:.2f}x | {1000 * min(times[k]):.1f} | "
+                     f"{1000 * cpu_med[k]:.1f} | {cpu_med[k] / cpu_med['plain']:.2f}x |" for k, v in med.items())
     text = f"""# Attention capture: cost
 
 `{args.model}`, batch {args.batch}, {'x'.join(map(str, x.shape[1:]))} input, fp32, CPU
 ({platform.processor() or platform.machine()}, {args.threads} threads, torch {torch.__version__}),
-{args.rounds} interleaved rounds; median and best wall time of one forward.
+{args.rounds} interleaved rounds; wall time of one forward (median, best) and the process CPU time
+it used (all threads; less sensitive than wall time to other jobs on the machine).
 
-| variant | median ms | vs plain | best ms |
-|---|---|---|---|
+| variant | median wall ms | vs plain | best wall ms | median CPU ms | CPU vs plain |
+|---|---|---|---|---|---|
 {rows}
+
+**Capture / plain, paired per round: median {statistics.median(paired):.2f}x** (range {min(paired):.2f}x to
+{max(paired):.2f}x over {len(paired)} rounds).
 
 * **plain**: `model(x)` with nothing captured; every layer runs fused `scaled_dot_product_attention`.
 * **capture**: the same forward inside `capture_attention(model)`: every layer takes the explicit
