@@ -107,3 +107,34 @@ def test_bad_input_errors(run: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "unknown DETR model" in capsys.readouterr().err
     assert main(["detect", "eval", str(tmp_path / "missing.safetensors"), "--data", "shapes"]) == 4
     assert not (tmp_path / "x").exists()
+
+
+def test_models_lists_presets(capsys: pytest.CaptureFixture) -> None:
+    assert main(["detect", "models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    r50 = next(l for l in lines if l.startswith("detr_resnet50 "))
+    assert "41.52M" in r50 and "6+6 layers, 100 queries" in r50
+
+
+def test_non_finite_steps_are_skipped_counted_then_stop() -> None:
+    from vitlab.detection.engine import train_one_epoch
+    from vitlab.errors import NonFiniteError
+
+    torch.manual_seed(0)
+    ds = ShapesDataset(2, 64, transform=build_eval_transform((0.5,) * 3, (0.5,) * 3, 64, 64))
+    good = collate_detection([ds[0], ds[1]])
+    bad = (torch.full_like(good[0], float("nan")), good[1], good[2])  # a corrupt image: NaN everywhere
+    model = create_detr("detr_vit_pico_128", **TINY_ARGS)
+    criterion = SetCriterion(2, HungarianMatcher())
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    log: list[dict] = []
+    stats = train_one_epoch(model, criterion, [good, bad, good], opt, sched, torch.device("cpu"), "fp32", 0, 0,
+                            log=log.append, progress=False, max_bad_steps=2)
+    assert (stats["steps"], stats["skipped_steps"]) == (2, 1)
+    assert stats["bad_pred_boxes"] > 0  # the NaN image's boxes were sanitised and counted
+    assert [r["step"] for r in log if r["kind"] == "skipped_step"] == [1]
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    with pytest.raises(NonFiniteError, match="2 steps in a row"):
+        train_one_epoch(model, criterion, [good, bad, bad, good], opt, sched, torch.device("cpu"), "fp32", 0, 0,
+                        progress=False, max_bad_steps=2)

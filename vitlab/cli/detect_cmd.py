@@ -14,7 +14,7 @@ IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 @click.group("detect")
 def detect_cmd() -> None:
-    """Object detection with DETR: train | eval | predict."""
+    """Object detection with DETR: train | eval | predict | models."""
 
 
 @detect_cmd.command("train")
@@ -114,7 +114,7 @@ def eval_cmd(checkpoint, data, split, batch_size, device, out, as_json) -> None:
         raise DataError(f"{data}: classes {list(ds.classes)[:5]}... differ from the checkpoint's {ckpt.class_names[:5]}...")
     loader = DataLoader(ds, batch_size=batch_size, collate_fn=collate_detection)
     stats, results = evaluate(ckpt.model, None, loader, dev, "fp32", progress=not as_json)
-    metrics = {**coco_map(ds.coco_ground_truth(), results), "images": len(ds), "bad_pred_boxes": stats["bad_pred_boxes"],
+    metrics = {**coco_map(ds.coco_ground_truth(), results), "images": len(ds), "bad_pred_boxes": stats["val_bad_pred_boxes"],
                "checkpoint": str(checkpoint), "data": data, "split": split}
     if out:
         Path(out).mkdir(parents=True, exist_ok=True)
@@ -126,8 +126,8 @@ def eval_cmd(checkpoint, data, split, batch_size, device, out, as_json) -> None:
     fmt = lambda v: "n/a" if v is None else f"{v:.1f}"  # noqa: E731
     click.echo(f"{len(ds)} images: AP {fmt(metrics['AP'])}  AP50 {fmt(metrics['AP50'])}  AP75 {fmt(metrics['AP75'])}  "
                f"APs/m/l {fmt(metrics['APs'])}/{fmt(metrics['APm'])}/{fmt(metrics['APl'])}  AR100 {fmt(metrics['AR100'])}")
-    if stats["bad_pred_boxes"]:
-        click.echo(f"warning: {stats['bad_pred_boxes']} non-finite or inverted predicted boxes were replaced")
+    if stats["val_bad_pred_boxes"]:
+        click.echo(f"warning: {stats['val_bad_pred_boxes']} non-finite or inverted predicted boxes were replaced")
 
 
 def _image_files(paths: tuple[str, ...]) -> list[Path]:
@@ -197,3 +197,19 @@ def predict_cmd(checkpoint, images, out, threshold, fmt, device) -> None:
             click.echo(f"{r['image']}: {tags}")
     if out:
         click.echo(f"wrote {len(rows)} annotated image(s) to {out}", err=fmt == "json")
+
+
+@detect_cmd.command("models")
+def models_cmd() -> None:
+    """List the DETR presets (names for --model) with their backbone and size."""
+    import torch
+
+    from vitlab.models.detr import PRESETS, create_detr
+
+    for name in sorted(PRESETS):
+        with torch.device("meta"):
+            model = create_detr(name)
+        c = model.config
+        n = sum(p.numel() for p in model.parameters())
+        click.echo(f"{name:<28} backbone {c.backbone:<22} width {c.hidden_dim:>3}, {c.enc_layers}+{c.dec_layers} layers, "
+                   f"{c.num_queries} queries, {n / 1e6:6.2f}M parameters, images <= {c.max_size}px")

@@ -119,7 +119,7 @@ def evaluate(
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Losses (if ``criterion``) and COCO-format detections (all slots, in original-image pixels).
 
-    Returns (mean ``val_*`` losses and ``bad_pred_boxes``, result rows for :func:`coco_map`).
+    Returns (mean ``val_*`` losses and ``val_bad_pred_boxes``, result rows for :func:`coco_map`).
     """
     model.eval()
     sums: dict[str, float] = defaultdict(float)
@@ -140,5 +140,5 @@ def evaluate(
             bad += int(det["bad_boxes"])
             results += detections_to_coco(t["image_id"], det)
     stats = {f"val_{k}": v / max(batches, 1) for k, v in sums.items()}
-    stats["bad_pred_boxes"] = bad
+    stats["val_bad_pred_boxes"] = bad
     return stats, results

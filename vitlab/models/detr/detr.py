@@ -180,7 +180,14 @@ PRESETS: dict[str, dict[str, Any]] = {
                                             "num_heads": 4, "mlp_dim": 256, "pos_embed": "sincos"},
                           "hidden_dim": 128, "nheads": 4, "enc_layers": 1, "dec_layers": 2, "dim_feedforward": 512,
                           "num_queries": 40, "min_size": 192, "max_size": 192},
-    # CPU demo / tests: a 2-block ViT with patch 8 on images up to 128x128.
+    # CPU demo / tests: a 2-block ViT with patch 8 (8x8 tokens) on images up to 64x64.
+    "detr_vit_pico_64": {"backbone": "vit_pico_patch4_32",
+                         "backbone_args": {"img_size": 64, "patch_size": 8, "depth": 2, "embed_dim": 64, "num_heads": 4,
+                                           "mlp_dim": 128, "pos_embed": "sincos"},
+                         "hidden_dim": 64, "nheads": 4, "enc_layers": 1, "dec_layers": 2, "dim_feedforward": 128,
+                         "num_queries": 10, "dropout": 0.0, "min_size": 64, "max_size": 64,
+                         "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)},
+    # The same at 128x128 (16x16 tokens), 20 queries.
     "detr_vit_pico_128": {"backbone": "vit_pico_patch4_32",
                           "backbone_args": {"img_size": 128, "patch_size": 8, "depth": 2, "pos_embed": "sincos"},
                           "hidden_dim": 64, "nheads": 4, "enc_layers": 1, "dec_layers": 2, "dim_feedforward": 128,

@@ -1,0 +1,68 @@
+"""Benchmark: DETR learns real photos. Overfit the 50 tiny_coco training images, then report COCO
+mAP on those same images (the overfit) and on the 50 held-out val images (honest generalisation).
+
+Runs the CLI in subprocesses (single intra-op thread: the machine is shared), times the training,
+and prints a JSON summary and a markdown row for docs/detr.md. Run by hand:
+
+    .venv/bin/python benchmarks/detr_tiny_coco.py [--config configs/detr_tiny_coco_overfit.yaml]
+        [--out runs/bench_detr_tiny_coco] [--epochs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def vitlab(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    res = subprocess.run([sys.executable, "-m", "vitlab", *args], cwd=ROOT, capture_output=True, text=True, env=env)
+    if res.returncode != 0:
+        sys.exit(f"vitlab {' '.join(args)} failed ({res.returncode}): {res.stderr.strip()[-2000:]}")
+    return res
+
+
+def evaluate(ckpt: Path, data: str, split: str) -> dict:
+    return json.loads(vitlab("detect", "eval", str(ckpt), "--data", data, "--split", split, "--json",
+                             "--device", "cpu", "--batch-size", "10").stdout)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default="configs/detr_tiny_coco_overfit.yaml")
+    ap.add_argument("--data", default="../shared/data/tiny_coco")
+    ap.add_argument("--out", default="runs/bench_detr_tiny_coco")
+    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--skip-train", action="store_true", help="Only evaluate an existing run folder.")
+    args = ap.parse_args()
+    out = ROOT / args.out
+    wall = None
+    if not args.skip_train:
+        extra = ["--epochs", str(args.epochs)] if args.epochs else []
+        t0 = time.perf_counter()
+        vitlab("detect", "train", "--config", args.config, "--data", args.data, "--val-split", "train",
+               "--out", str(out), "--overwrite", "--no-progress", *extra)
+        wall = time.perf_counter() - t0
+    ckpt = out / "checkpoints" / "last.safetensors"
+    train_stats = evaluate(ckpt, args.data, "train")
+    val_stats = evaluate(ckpt, args.data, "val")
+    epochs = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if '"kind": "epoch"' in l]
+    summary = {"config": args.config, "epochs": len(epochs), "train_seconds": wall,
+               "final_train_loss": epochs[-1]["train_loss"] if epochs else None,
+               "train_images": {k: train_stats[k] for k in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")},
+               "val_images": {k: val_stats[k] for k in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")}}
+    print(json.dumps(summary, indent=2))
+    f = lambda v: "n/a" if v is None else f"{v:.1f}"  # noqa: E731
+    print(f"| {len(epochs)} | {f(wall) if wall else 'n/a'} s | {f(train_stats['AP'])} | {f(train_stats['AP50'])} | "
+          f"{f(val_stats['AP'])} | {f(val_stats['AP50'])} |")
+
+
+if __name__ == "__main__":
+    main()
