@@ -71,7 +71,8 @@ def test_list_models_pattern() -> None:
     base = vitlab.list_models("vit_base_*")
     assert base == sorted(n for n in everything if n.startswith("vit_base_"))
     assert "vit_base_patch16_224" in base and "vit_tiny_patch16_224" not in base
-    assert vitlab.list_models("*_28") == [
+    assert vitlab.list_models("vit_*_28") == [
+        "vit_nano_convstem_patch4_28", "vit_nano_patch4_28",
         "vit_pico_convstem_patch4_28", "vit_pico_patch4_28", "vit_pico_patch7_28",
     ]
     assert vitlab.list_models("vit_*_patch16_384") == [
