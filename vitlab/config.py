@@ -95,10 +95,12 @@ class CheckpointSettings:
 
 @dataclass
 class InitSettings:
-    """Start from existing weights (fine-tuning): the head is re-initialised when classes differ."""
+    """Start from existing weights (fine-tuning): the head is re-initialised when classes differ and
+    the position embeddings are resampled when the resolution differs."""
 
-    weights: str | None = None  # a vitlab checkpoint (.safetensors)
-    resample: Literal["bicubic", "bilinear", "nearest", "area"] = "bicubic"
+    weights: str | None = None  # a local file of any format vitlab.weights reads (vitlab, timm, HF, .npz, ...)
+    pretrained: str | None = None  # a tag of a known public checkpoint (`vitlab pretrained` lists them)
+    resample: Literal["bicubic-aa", "bicubic", "bilinear", "nearest"] = "bicubic-aa"
 
 
 @dataclass
@@ -129,6 +131,8 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ConfigError naming the field for values that cannot work."""
+        if self.init.weights and self.init.pretrained:
+            raise ConfigError("init.weights and init.pretrained conflict: give one of them")
         if not self.data.train:
             raise ConfigError("data.train is not set: pass --data (an image folder, 'mnist' or torchvision:NAME)")
         checks = [

@@ -30,7 +30,6 @@ from vitlab.data.seeded import SeededTransform
 from vitlab.engine import distributed
 from vitlab.engine.checkpoint import load_state_checked, save_weights
 from vitlab.engine.ema import ModelEma
-from vitlab.engine.init_weights import load_for_finetune
 from vitlab.engine.loop import StepOptions, evaluate, train_one_epoch
 from vitlab.engine.optim import build_optimizer, build_scheduler
 from vitlab.engine.resume import find_resumable, save_resumable
@@ -101,8 +100,11 @@ def _prepare(cfg: TrainConfig) -> _Prepared:
     if probe.num_classes != len(classes):
         _seed_everything(cfg.seed)
         probe = create_model(cfg.model, **{**cfg.model_args, "num_classes": len(classes)})
-    if cfg.init.weights:
-        load_for_finetune(probe, cfg.init.weights, cfg.init.resample)
+    if cfg.init.weights or cfg.init.pretrained:
+        from vitlab.weights.hub import load_weights_into
+
+        load_weights_into(probe, cfg.model, pretrained=cfg.init.pretrained, weights=cfg.init.weights,
+                          resample=cfg.init.resample)
     train_ds = SeededTransform(train_raw, build_train_transform(pre, aug), cfg.seed)
     return _Prepared(probe, train_ds, val_ds, classes, device, precision)
 

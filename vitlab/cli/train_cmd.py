@@ -24,6 +24,9 @@ from vitlab.errors import ConfigError, RunDirError
 @click.option("--device", help="auto (default), cpu, cuda, cuda:N, mps.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]))
 @click.option("--seed", type=int)
+@click.option("--weights", "init_weights", type=click.Path(dir_okay=False),
+              help="Initialise from a weights file (vitlab, timm, HF, torchvision, .npz, MindSpore) to fine-tune.")
+@click.option("--pretrained", help="Initialise from a known public checkpoint tag (`vitlab pretrained` lists them).")
 @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
               help="Override any config field, e.g. --set optim.weight_decay=0.1 (repeatable).")
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder (default runs/<model>).")
@@ -35,7 +38,7 @@ from vitlab.errors import ConfigError, RunDirError
 @click.option("--smoke", is_flag=True, help="Apply the recipe's smoke settings (runs in seconds).")
 @click.option("--no-progress", is_flag=True, help="No progress bar (logs only).")
 def train_cmd(config_file, model, train_data, val_data, epochs, batch_size, lr, opt, workers, device, precision,
-              seed, assignments, out, resume, overwrite, allow_changes, smoke, no_progress) -> None:
+              seed, init_weights, pretrained, assignments, out, resume, overwrite, allow_changes, smoke, no_progress) -> None:
     """Train a model; writes config.yaml, metrics.jsonl and checkpoints/ into the run folder."""
     from vitlab.trainer import train  # heavy imports only when the command runs
 
@@ -44,9 +47,11 @@ def train_cmd(config_file, model, train_data, val_data, epochs, batch_size, lr, 
     flags = {"model": model, "epochs": epochs, "seed": seed, "device": device, "precision": precision}
     data = {"train": train_data, "val": val_data, "batch_size": batch_size, "workers": workers}
     optim = {"lr": lr, "name": opt}
+    init = {"weights": init_weights, "pretrained": pretrained}
     overrides = [{k: v for k, v in flags.items() if v is not None},
                  {"data": {k: v for k, v in data.items() if v is not None}},
-                 {"optim": {k: v for k, v in optim.items() if v is not None}}]
+                 {"optim": {k: v for k, v in optim.items() if v is not None}},
+                 {"init": {k: v for k, v in init.items() if v is not None}}]
     overrides += [parse_assignment(a) for a in assignments]
 
     resuming = False

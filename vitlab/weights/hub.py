@@ -98,7 +98,7 @@ def pretrained_overrides(model_name: str, tag: str) -> dict[str, Any]:
 
 
 def load_weights_into(model: nn.Module, model_name: str, pretrained: str | None = None, weights: str | Path | None = None,
-                      cache_dir: str | Path | None = None) -> dict[str, Any]:
+                      cache_dir: str | Path | None = None, resample: str = "bicubic-aa") -> dict[str, Any]:
     """Fill a freshly built registry model from a spec tag (downloaded) or a local file (offline).
 
     The file is converted at the model's numerics and resampled to its input size; a different
@@ -117,7 +117,7 @@ def load_weights_into(model: nn.Module, model_name: str, pretrained: str | None 
         path = Path(weights)
     cfg = model.config
     imp = import_weights(path, fmt, img_size=cfg.img_size, num_classes=cfg.num_classes, num_heads=cfg.num_heads,
-                         norm_eps=cfg.norm_eps, act=cfg.act)
+                         norm_eps=cfg.norm_eps, act=cfg.act, resample=resample)
     got = imp.model.config
     wrong = [f"{f}: file {getattr(got, f)!r} vs model {getattr(cfg, f)!r}" for f in ARCH_FIELDS if getattr(got, f) != getattr(cfg, f)]
     if wrong:
