@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from vitlab.data import IMAGE_EXTENSIONS, Preprocess, build_eval_transform, open_source
+from vitlab.data import Preprocess, build_eval_transform, open_source
+from vitlab.data.files import images_in, open_image
 from vitlab.errors import ConfigError, DataError
 
 _SOURCE_PREFIXES = ("mnist", "torchvision:")
@@ -90,21 +91,6 @@ def _display(x: torch.Tensor, pre: Preprocess) -> np.ndarray:
     return img[0].numpy() if img.shape[0] == 1 else img.permute(1, 2, 0).numpy()
 
 
-def _read(path: Path):
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except (OSError, ValueError, SyntaxError) as err:
-        raise DataError(f"{path}: cannot read image ({err.__class__.__name__})") from None
-
-
-def _files_in(folder: Path) -> list[Path]:
-    return sorted(f for f in folder.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS
-                  and not any(p.startswith(".") for p in f.relative_to(folder).parts))
-
-
 def _dataset_items(spec: str, limit: int):
     """(name, raw image, class name) from a data source or a class-subfolder tree, spread over the set."""
     ds = open_source(spec, "val", None)
@@ -131,16 +117,16 @@ def load_images(specs: Sequence[str], pre: Preprocess, limit: int = 16) -> Image
             break
         path = Path(spec).expanduser()
         if path.is_file():
-            items.append((str(path), _read(path), None))
+            items.append((str(path), open_image(path), None))
         elif path.is_dir():
             subdirs = [d for d in path.iterdir() if d.is_dir() and not d.name.startswith(".")]
             if subdirs:
                 items += list(_dataset_items(spec, left))
             else:
-                files = _files_in(path)
+                files = images_in(path)
                 if not files:
                     raise DataError(f"{path}: no images in this folder")
-                items += [(str(f), _read(f), None) for f in files[:left]]
+                items += [(str(f), open_image(f), None) for f in files[:left]]
         elif spec.strip().lower().startswith(_SOURCE_PREFIXES):
             items += list(_dataset_items(spec, left))
         else:

@@ -9,7 +9,6 @@ import click
 
 from vitlab.errors import ConfigError, RunDirError
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 @click.group("detect")
@@ -130,23 +129,6 @@ def eval_cmd(checkpoint, data, split, batch_size, device, out, as_json) -> None:
         click.echo(f"warning: {stats['val_bad_pred_boxes']} non-finite or inverted predicted boxes were replaced")
 
 
-def _image_files(paths: tuple[str, ...]) -> list[Path]:
-    from vitlab.errors import DataError
-
-    files: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTS)
-            if not found:
-                raise DataError(f"{p}: no images in this folder")
-            files += found
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise DataError(f"{p}: image or folder not found")
-    return files
-
-
 @detect_cmd.command("predict")
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.argument("images", nargs=-1, required=True)
@@ -157,11 +139,10 @@ def _image_files(paths: tuple[str, ...]) -> list[Path]:
 def predict_cmd(checkpoint, images, out, threshold, fmt, device) -> None:
     """Detect objects in IMAGES (files or folders) with CHECKPOINT; --out draws the boxes."""
     import torch
-    from PIL import Image, UnidentifiedImageError
 
+    from vitlab.data.files import collect_image_files, open_image
     from vitlab.detection.draw import draw_detections
     from vitlab.detection.transforms import build_eval_transform
-    from vitlab.errors import DataError
     from vitlab.models.detr import postprocess
 
     ckpt, dev = _load(checkpoint, device)
@@ -171,12 +152,8 @@ def predict_cmd(checkpoint, images, out, threshold, fmt, device) -> None:
     rows = []
     if out:
         Path(out).mkdir(parents=True, exist_ok=True)
-    for path in _image_files(images):
-        try:
-            with Image.open(path) as im:
-                image = im.convert("RGB")
-        except (UnidentifiedImageError, OSError) as err:
-            raise DataError(f"{path}: cannot read image ({err.__class__.__name__})") from None
+    for path in collect_image_files(images):
+        image = open_image(path)
         empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
         x, _ = transform(image, empty)
         with torch.no_grad():

@@ -9,39 +9,6 @@ from pathlib import Path
 
 import click
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-
-
-def _collect_files(paths: tuple[str, ...]) -> list[Path]:
-    from vitlab.errors import DataError
-
-    files: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTS
-                           and not any(part.startswith(".") for part in f.relative_to(p).parts))
-            if not found:
-                raise DataError(f"{p}: no images in this folder")
-            files += found
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise DataError(f"{p}: image or folder not found")
-    return files
-
-
-def _open_image(path: Path):
-    from PIL import Image, UnidentifiedImageError
-
-    from vitlab.errors import DataError
-
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise DataError(f"{path}: cannot read image ({err.__class__.__name__})") from None
-
-
 def _display(raw) -> "object":
     """A raw dataset item (PIL image or uint8 (C, H, W) tensor) as an HxW or HxWx3 uint8 array."""
     import numpy as np
@@ -67,6 +34,7 @@ def predict_cmd(checkpoint, images, data, limit, topk, fmt, grid, device) -> Non
     import torch
 
     from vitlab.data import Preprocess, build_eval_transform, open_source
+    from vitlab.data.files import collect_image_files, open_image
     from vitlab.engine.checkpoint import load_checkpoint
     from vitlab.errors import ConfigError
     from vitlab.evaluation.plots import save_prediction_grid
@@ -88,9 +56,9 @@ def predict_cmd(checkpoint, images, data, limit, topk, fmt, grid, device) -> Non
             raws.append(raw)
             truths.append(ds.classes[label])
     else:
-        for path in _collect_files(images):
+        for path in collect_image_files(images):
             names.append(str(path))
-            raws.append(_open_image(path))
+            raws.append(open_image(path))
             truths.append(None)
     k = min(topk, len(classes))
     rows = []
