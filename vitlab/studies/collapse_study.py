@@ -156,7 +156,8 @@ def run_study(recipe: str | Path, out: str | Path, smoke: bool = False, reuse: b
               echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Train every (variant, depth), measure, and write ``results.json`` and figures under ``out``.
 
-    ``reuse`` skips training for runs whose folder already has final weights (re-measure only).
+    ``reuse`` skips training for runs that finished (all epochs logged, final weights present) and
+    only re-measures them; unfinished runs are trained again from scratch.
     """
     from vitlab.data import Preprocess, build_eval_transform, open_source
     from vitlab.engine.checkpoint import load_checkpoint
@@ -172,9 +173,12 @@ def run_study(recipe: str | Path, out: str | Path, smoke: bool = False, reuse: b
             model_args = {**(train_block.get("model_args") or {}), "depth": depth, **variant}
             cfg = resolve_config(None, [train_block, {"model_args": model_args}])
             run_dir = out / f"{_slug(name)}-d{depth}"
-            if not (reuse and RunDir(run_dir).weights("last").exists()):
+            if not (reuse and _finished(RunDir(run_dir), cfg.epochs)):
                 echo(f"== {name}, {depth} blocks -> {run_dir}")
-                train(cfg, run_dir, overwrite=True, progress=False, echo=echo)
+                done = train(cfg, run_dir, overwrite=True, progress=False, echo=echo)
+                if getattr(done, "exit_code", 0):  # stopped by a signal after checkpointing: stop the study
+                    results["stopped"] = done.exit_code
+                    return results
             fresh = _fresh_model(cfg, model_args)  # same seed and init as the run started from
             ckpt = load_checkpoint(RunDir(run_dir).weights("last"))
             model = ckpt.model.eval()
@@ -212,6 +216,20 @@ def _slug(name: str) -> str:
 
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else math.nan
+
+
+def _finished(run: Any, epochs: int) -> bool:
+    """Whether a run folder holds final weights and a log record of its last epoch."""
+    if not (run.weights("last").exists() and run.metrics.exists()):
+        return False
+    for line in run.metrics.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and rec.get("kind") == "epoch" and rec.get("epoch") == epochs - 1:
+            return True
+    return False
 
 
 def _logged_top1(metrics: Path) -> float | None:
