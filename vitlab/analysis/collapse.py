@@ -16,9 +16,13 @@ from vitlab.errors import ConfigError
 
 
 def _columns_unit(attn: torch.Tensor) -> torch.Tensor:
-    """Scale every column A[..., :, t] to unit length (an all-zero column stays zero)."""
-    a = attn if attn.dtype in (torch.float32, torch.float64) else attn.float()
-    return a / a.norm(dim=-2, keepdim=True).clamp_min(1e-30)
+    """Scale every column A[..., :, t] to unit length (an all-zero column stays zero).
+
+    In float64: the squares of a peaked map's tiny entries underflow float32, the norm becomes 0,
+    and the clamped division then blows the similarities up (seen: values around 1e12).
+    """
+    a = attn.double()
+    return a / a.norm(dim=-2, keepdim=True).clamp_min(1e-300)
 
 
 def cross_layer_similarity(attns: Sequence[torch.Tensor]) -> torch.Tensor:
