@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
@@ -12,8 +13,8 @@ from torch.utils.data import Dataset
 Transform = Callable[[Image.Image, dict[str, Any]], tuple[Any, dict[str, Any]]]
 
 
-class DetectionDataset(Dataset):
-    """Base class. Subclasses implement :meth:`load` and :meth:`coco_ground_truth`.
+class DetectionDataset(Dataset, ABC):
+    """Abstract base. Subclasses implement :meth:`load`, :meth:`image_id` and :meth:`coco_ground_truth`.
 
     ``dataset[i]`` is ``(image, target)`` after the transform; without one the image is PIL and
     the target holds xyxy pixel ``boxes``, ``labels`` (contiguous 0..K-1), ``area``, ``iscrowd``
@@ -24,15 +25,17 @@ class DetectionDataset(Dataset):
     transform: Transform | None = None
     skipped: dict[str, int]  # annotations left out of training targets, by reason
 
+    @abstractmethod
     def load(self, index: int) -> tuple[Image.Image, dict[str, Any]]:
-        raise NotImplementedError
+        """The raw PIL image and its target (before the transform)."""
 
+    @abstractmethod
     def image_id(self, index: int) -> int:
-        raise NotImplementedError
+        """The COCO image id of sample ``index``."""
 
+    @abstractmethod
     def coco_ground_truth(self) -> dict[str, Any]:
         """COCO json dict (images, annotations, categories) with category ids = label + 1."""
-        raise NotImplementedError
 
     def __getitem__(self, index: int) -> tuple[Any, dict[str, Any]]:
         image, target = self.load(index)
