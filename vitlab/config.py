@@ -12,11 +12,13 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 
 from vitlab.errors import ConfigError
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -291,20 +293,28 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def resolve_config(
-    file: str | Path | None = None, overrides: list[dict[str, Any]] | None = None, smoke: bool = False
-) -> TrainConfig:
-    """Defaults, then ``file``, then each override in order; ``smoke`` applies the recipe's smoke block."""
-    data: dict[str, Any] = to_dict(TrainConfig())
+def resolve_layered(cls: type[T], file: str | Path | None, overrides: list[dict[str, Any]] | None, smoke: bool,
+                    smoke_default: dict[str, Any]) -> T:
+    """Any run config: ``cls()`` defaults, then ``file``, then each override in order, then (with
+    ``smoke``) the recipe's ``smoke`` block or ``smoke_default``; built, typed and validated."""
+    data: dict[str, Any] = to_dict(cls())
     if file is not None:
         data = _merge(data, read_yaml(file))
     for update in overrides or []:
         data = _merge(data, update)
     if smoke:
-        data = _merge(data, data.get("smoke") or {"epochs": 1, "max_steps_per_epoch": 5, "max_eval_images": 256})
-    cfg = _build(TrainConfig, data)
+        data = _merge(data, data.get("smoke") or smoke_default)
+    cfg = _build(cls, data)
     cfg.validate()
     return cfg
+
+
+def resolve_config(
+    file: str | Path | None = None, overrides: list[dict[str, Any]] | None = None, smoke: bool = False
+) -> TrainConfig:
+    """Defaults, then ``file``, then each override in order; ``smoke`` applies the recipe's smoke block."""
+    return resolve_layered(TrainConfig, file, overrides, smoke,
+                           {"epochs": 1, "max_steps_per_epoch": 5, "max_eval_images": 256})
 
 
 # Fields that may change when a run is resumed: they do not alter what is computed.
@@ -326,6 +336,6 @@ def config_diff(old: TrainConfig, new: TrainConfig) -> list[str]:
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
-def save_config(cfg: TrainConfig, path: str | Path) -> None:
+def save_config(cfg: Any, path: str | Path) -> None:
     """Write the resolved config as YAML."""
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 
-from vitlab.config import _build, _merge, read_yaml, to_dict
+from vitlab.config import resolve_layered, save_config
 from vitlab.errors import ConfigError
 
 
@@ -107,17 +106,8 @@ class DetectConfig:
 def resolve_detect_config(file: str | Path | None = None, overrides: list[dict[str, Any]] | None = None,
                           smoke: bool = False) -> DetectConfig:
     """Defaults, then ``file``, then each override in order; ``smoke`` applies the recipe's smoke block."""
-    data: dict[str, Any] = to_dict(DetectConfig())
-    if file is not None:
-        data = _merge(data, read_yaml(file))
-    for update in overrides or []:
-        data = _merge(data, update)
-    if smoke:
-        data = _merge(data, data.get("smoke") or {"epochs": 1, "max_steps_per_epoch": 3})
-    cfg = _build(DetectConfig, data)
-    cfg.validate()
-    return cfg
+    return resolve_layered(DetectConfig, file, overrides, smoke, {"epochs": 1, "max_steps_per_epoch": 3})
 
 
 def save_detect_config(cfg: DetectConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    save_config(cfg, path)
