@@ -28,6 +28,8 @@ class AugmentSettings:
     hflip: float = 0.0
     random_resized_crop: bool = False
     scale: tuple[float, float] = (0.08, 1.0)
+    crop_padding: int = 0
+    crop_padding_mode: Literal["constant", "reflect"] = "constant"
     affine_degrees: float = 0.0
     affine_translate: float = 0.0
     affine_scale: tuple[float, float] = (1.0, 1.0)
@@ -47,6 +49,7 @@ class DataSettings:
     batch_size: int = 128
     eval_batch_size: int = 512
     workers: int = 0
+    cache: bool = False  # decode image folders into memory once (uint8); for small images that fit in RAM
     drop_last: bool = True
     augment: AugmentSettings = field(default_factory=AugmentSettings)
 

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from vitlab.config import TrainConfig, config_diff, RESUME_SAFE, read_yaml, save_config, _build
 from vitlab.data import AugmentConfig, ImageFolderDataset, Preprocess, build_eval_transform, build_train_transform, open_source
 from vitlab.data.mixup import MixupCutmix
+from vitlab.data.cache import cache_folder
 from vitlab.data.seeded import SeededTransform
 from vitlab.engine import distributed
 from vitlab.engine.checkpoint import load_state_checked, save_weights
@@ -84,6 +85,11 @@ def _prepare(cfg: TrainConfig) -> _Prepared:
     aug = AugmentConfig(**dataclasses.asdict(cfg.data.augment))
     train_raw = open_source(cfg.data.train, "train", None, cfg.data.root)
     val_ds = open_source(cfg.data.val or cfg.data.train, "val", build_eval_transform(pre), cfg.data.root)
+    if cfg.data.cache:  # decoding every file also verifies it
+        if isinstance(train_raw, ImageFolderDataset):
+            train_raw = cache_folder(train_raw, None)
+        if isinstance(val_ds, ImageFolderDataset):
+            val_ds = cache_folder(val_ds, val_ds.transform)
     for ds in (train_raw, val_ds):
         if isinstance(ds, ImageFolderDataset):
             ds.verify()

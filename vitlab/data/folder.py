@@ -53,12 +53,7 @@ class ImageFolderDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         path, label = self.samples[index]
-        try:
-            with Image.open(path) as img:
-                # RGB here; the transform converts to the model's channel count.
-                image = img.convert("RGB")
-        except _READ_ERRORS as e:
-            raise DataError(f"{path}: cannot read image ({_reason(e)})") from None
+        image = open_rgb(path)  # RGB here; the transform converts to the model's channel count.
         return (self.transform(image) if self.transform is not None else image), label
 
     def verify(self) -> None:
@@ -73,6 +68,15 @@ class ImageFolderDataset(Dataset):
                     img.verify()
             except _READ_ERRORS as e:
                 raise DataError(f"{path}: cannot read image ({_reason(e)})") from None
+
+
+def open_rgb(path: Path) -> Image.Image:
+    """The decoded image at ``path`` in RGB; DataError naming the file when it cannot be read."""
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except _READ_ERRORS as e:
+        raise DataError(f"{path}: cannot read image ({_reason(e)})") from None
 
 
 def _class_folders(root: Path) -> list[str]:

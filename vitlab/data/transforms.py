@@ -12,7 +12,7 @@ from typing import Any, Callable, Literal
 import torch
 from torchvision.transforms import v2
 
-from vitlab.data.image_ops import RandomAffine, ResizeCenterCrop, ToChannels, ToFloatNormalize
+from vitlab.data.image_ops import RandomAffine, RandomCropPad, RandomHFlip, ResizeCenterCrop, ToChannels, ToFloatNormalize
 from vitlab.errors import ConfigError
 
 Interpolation = Literal["bilinear", "bicubic", "nearest"]
@@ -67,6 +67,8 @@ class AugmentConfig:
     hflip: float = 0.0  # probability of a horizontal flip
     random_resized_crop: bool = False
     scale: tuple[float, float] = (0.08, 1.0)  # area range of RandomResizedCrop
+    crop_padding: int = 0  # CIFAR-style shift: pad this many pixels, crop back to img_size at random
+    crop_padding_mode: str = "constant"  # "constant" (zeros) or "reflect"
     affine_degrees: float = 0.0
     affine_translate: float = 0.0  # max shift as a fraction of width / height
     affine_scale: tuple[float, float] = (1.0, 1.0)
@@ -85,6 +87,11 @@ class AugmentConfig:
             raise ConfigError(f"augment affine_scale must satisfy 0 < min <= max, got {self.affine_scale}")
         if self.affine_degrees < 0 or not 0.0 <= self.affine_translate <= 1.0 or self.color_jitter < 0:
             raise ConfigError("augment affine_degrees and color_jitter must be >= 0, affine_translate in [0, 1]")
+        if self.crop_padding < 0 or self.crop_padding_mode not in ("constant", "reflect"):
+            raise ConfigError(f"augment crop_padding must be >= 0 and crop_padding_mode 'constant' or 'reflect', "
+                              f"got {self.crop_padding} / {self.crop_padding_mode!r}")
+        if self.crop_padding and self.random_resized_crop:
+            raise ConfigError("augment crop_padding and random_resized_crop are two crops; enable one")
         if not 0 <= self.ra_magnitude <= 30:
             raise ConfigError(f"augment ra_magnitude must be in [0, 30], got {self.ra_magnitude}")
 
@@ -110,10 +117,12 @@ def build_train_transform(pre: Preprocess, aug: AugmentConfig) -> Transform:
         steps.append(v2.RandomResizedCrop(list(pre.img_size), scale=aug.scale, interpolation=mode, antialias=True))
     else:
         steps.append(ResizeCenterCrop(pre.img_size, pre.crop_pct, mode))
+    if aug.crop_padding:
+        steps.append(RandomCropPad(aug.crop_padding, aug.crop_padding_mode))
     if aug.affine:
         steps.append(RandomAffine(aug.affine_degrees, aug.affine_translate, aug.affine_scale))
     if aug.hflip > 0:
-        steps.append(v2.RandomHorizontalFlip(aug.hflip))
+        steps.append(RandomHFlip(aug.hflip))
     if aug.color_jitter > 0:
         steps.append(v2.ColorJitter(brightness=aug.color_jitter, contrast=aug.color_jitter,
                                     saturation=aug.color_jitter))

@@ -56,10 +56,14 @@ def build_optimizer(
 ) -> torch.optim.Optimizer:
     """AdamW, Adam or SGD (with momentum) over :func:`param_groups`."""
     groups = param_groups(model, weight_decay, layer_decay)
+    # The fused kernel updates every tensor in one call: ~1 ms a step for a 0.3M-parameter ViT on
+    # the CPU instead of ~8 with the per-tensor loop (torch's CPU default). Not for sharded
+    # (DTensor) parameters of FSDP, which keep torch's default path.
+    fused = all(type(p) is nn.Parameter and p.device.type in ("cpu", "cuda") for p in model.parameters())
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=betas)
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused or None)
     if name == "adam":
-        return torch.optim.Adam(groups, lr=lr, betas=betas)
+        return torch.optim.Adam(groups, lr=lr, betas=betas, fused=fused or None)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum)
     raise ValueError(f"unknown optimizer {name!r}; expected adamw, adam or sgd")
