@@ -47,6 +47,21 @@ def knn_accuracy(data: Path, k: int = 5) -> float:
     return 100.0 * correct / len(xte)
 
 
+def machine_speed(config: Path) -> float:
+    """Raw training steps per second (images/s) of the recipe's model on random batches, 2 threads.
+
+    Shared cloud CPUs vary in speed over a day (we have seen 400 to 600 images/s for the same
+    steps), so the report states the speed the machine had around the timed run.
+    """
+    import yaml
+
+    from cifar10_throughput import step_rate  # beside this script
+
+    cfg = yaml.safe_load(config.read_text())
+    args = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.get("model_args", {}).items()}
+    return step_rate(args, int(cfg["data"]["batch_size"]), steps=20)[1]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="configs/cifar10.yaml")
@@ -60,6 +75,7 @@ def main() -> None:
     vitlab_exe = Path(sys.executable).parent / "vitlab"
     cmd = [str(vitlab_exe), "train", "--config", args.config, "--data", str(args.data), "--out", args.out,
            "--overwrite", "--no-progress", *[a for kv in args.set for a in ("--set", kv)]]
+    speed_before = machine_speed(ROOT / args.config)
     t0 = time.perf_counter()
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -69,6 +85,7 @@ def main() -> None:
     records = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
     epochs = [r for r in records if r["kind"] == "epoch"]
     final = [r for r in epochs if "val_top1" in r][-1]
+    speed_after = machine_speed(ROOT / args.config)
     knn = knn_accuracy(args.data)
     figures = ROOT / "docs" / "figures"
     figures.mkdir(parents=True, exist_ok=True)
@@ -87,7 +104,8 @@ def main() -> None:
         "pre-training, no extra data; the model starts from random weights (seed 0).",
         "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads. Reproduce: `.venv/bin/python benchmarks/cifar10_main_job.py`.",
+        f"{torch.get_num_threads()} threads; raw training-step speed of this model (benchmarks/cifar10_throughput.py) "
+        f"{speed_before:.0f} images/s before the run and {speed_after:.0f} after. Reproduce: `.venv/bin/python benchmarks/cifar10_main_job.py`.",
         "",
         f"Target (issue 3): >= {TARGET_TOP1:.0f}% test top-1 within {TARGET_SECONDS // 60} minutes wall: "
         f"**{'met' if met else 'not met'}**.",
