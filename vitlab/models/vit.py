@@ -261,7 +261,10 @@ class VisionTransformer(nn.Module):
     # ----------------------------------------------------------------------------- forward
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C, H, W) -> tokens (B, prefix + N, D) with position embeddings added."""
-        x = self.patch_embed(x)
+        # The embeddings are a transposed view of a (B, D, N) conv output. Without a prefix token to
+        # concatenate, elementwise ops keep that layout through the whole residual stream, and every
+        # LayerNorm and Linear then copies its input: one copy here is ~10% faster to train (GAP models).
+        x = self.patch_embed(x).contiguous()
         prefix = [t.expand(x.shape[0], -1, -1) for t in (self.cls_token, self.dist_token) if t is not None]
         if prefix:
             x = torch.cat([*prefix, x], dim=1)
