@@ -22,6 +22,9 @@ import time
 from pathlib import Path
 
 import torch
+from cifar10_throughput import step_rate  # beside this script
+
+from vitlab.config import TrainConfig, resolve_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cifar10_jpg"
@@ -47,19 +50,13 @@ def knn_accuracy(data: Path, k: int = 5) -> float:
     return 100.0 * correct / len(xte)
 
 
-def machine_speed(config: Path) -> float:
-    """Raw training steps per second (images/s) of the recipe's model on random batches, 2 threads.
+def machine_speed(cfg: TrainConfig) -> float:
+    """Raw training-step speed (images/s) of the recipe's model and batch size on random batches.
 
-    Shared cloud CPUs vary in speed over a day (we have seen 400 to 600 images/s for the same
+    Shared cloud CPUs vary in speed over a day (we have seen 300 to 600 images/s for the same
     steps), so the report states the speed the machine had around the timed run.
     """
-    import yaml
-
-    from cifar10_throughput import step_rate  # beside this script
-
-    cfg = yaml.safe_load(config.read_text())
-    args = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.get("model_args", {}).items()}
-    return step_rate(args, int(cfg["data"]["batch_size"]), steps=20)[1]
+    return step_rate(cfg.model_args, cfg.data.batch_size, steps=20, model_name=cfg.model)[1]
 
 
 def main() -> None:
@@ -75,7 +72,8 @@ def main() -> None:
     vitlab_exe = Path(sys.executable).parent / "vitlab"
     cmd = [str(vitlab_exe), "train", "--config", args.config, "--data", str(args.data), "--out", args.out,
            "--overwrite", "--no-progress", *[a for kv in args.set for a in ("--set", kv)]]
-    speed_before = machine_speed(ROOT / args.config)
+    recipe = resolve_config(ROOT / args.config)
+    speed_before = machine_speed(recipe)
     t0 = time.perf_counter()
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -85,7 +83,7 @@ def main() -> None:
     records = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
     epochs = [r for r in records if r["kind"] == "epoch"]
     final = [r for r in epochs if "val_top1" in r][-1]
-    speed_after = machine_speed(ROOT / args.config)
+    speed_after = machine_speed(recipe)
     knn = knn_accuracy(args.data)
     figures = ROOT / "docs" / "figures"
     figures.mkdir(parents=True, exist_ok=True)

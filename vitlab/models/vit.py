@@ -261,13 +261,15 @@ class VisionTransformer(nn.Module):
     # ----------------------------------------------------------------------------- forward
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C, H, W) -> tokens (B, prefix + N, D) with position embeddings added."""
-        # The embeddings are a transposed view of a (B, D, N) conv output. Without a prefix token to
-        # concatenate, elementwise ops keep that layout through the whole residual stream, and every
-        # LayerNorm and Linear then copies its input: one copy here is ~10% faster to train (GAP models).
-        x = self.patch_embed(x).contiguous()
+        x = self.patch_embed(x)
         prefix = [t.expand(x.shape[0], -1, -1) for t in (self.cls_token, self.dist_token) if t is not None]
         if prefix:
             x = torch.cat([*prefix, x], dim=1)
+        else:
+            # The tokens are a transposed view of a (B, D, N) conv output; with no prefix to concatenate,
+            # elementwise ops would keep that layout through the residual stream and every LayerNorm
+            # and Linear would copy its input. One copy here: ~5% faster training steps (GAP models).
+            x = x.contiguous()
         pos = self.pos_embed if self.pos_embed is not None else self.pos_embed_fixed
         return self.pos_drop(x + pos.to(x.dtype))
 
