@@ -85,6 +85,9 @@ def main() -> None:
         top1 = f"{r['val_top1']:.2f}%" if "val_top1" in r else ""
         lines.append(f"| {r['epoch'] + 1} | {r['train_loss']:.4f} | {top1} | {r['seconds']:.1f} s |")
     lines += ["", "The recipe (resolved config):", "", "```yaml", (ROOT / args.out / "config.yaml").read_text().strip(), "```", ""]
+    notes = ROOT / "benchmarks" / "mnist_notes.md"
+    if notes.exists():  # how the recipe was chosen: hand-written, kept beside the script
+        lines += [notes.read_text().strip(), ""]
     (ROOT / args.doc).write_text("\n".join(lines))
     print(f"test top-1 {final['val_top1']:.2f}% in {wall:.0f}s wall; 3-NN {knn:.2f}%; wrote {args.doc}")
 
