@@ -11,8 +11,10 @@ import torch
 from vitlab.cli.main import main
 from vitlab.config import resolve_config
 from vitlab.engine.checkpoint import load_checkpoint
+from vitlab.engine.tracking import read_records
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
 
 
 TRAIN_CONFIGS = [c for c in CONFIGS if not c.stem.startswith(("collapse", "detr"))]
@@ -58,8 +60,7 @@ def test_finetune_at_higher_resolution_with_new_classes(digit_folder: Path, tmp_
 
 def _step_records(out: Path) -> list[tuple[float, float]]:
     """(loss, gradient norm) of each logged training step."""
-    records = map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
-    return [(r["loss"], r["grad_norm"]) for r in records if r["kind"] == "train"]
+    return [(r["loss"], r["grad_norm"]) for r in read_records(out / "metrics.jsonl") if r["kind"] == "train"]
 
 
 def test_compile_matches_eager(tmp_path: Path) -> None:
@@ -70,7 +71,7 @@ def test_compile_matches_eager(tmp_path: Path) -> None:
     checkpoint holds the plain module's keys, not the compiled wrapper's ``_orig_mod.`` ones, so it
     loads without torch.compile.
     """
-    common = ["train", "--config", "configs/mnist.yaml", "--smoke", "--no-progress", "--device", "cpu",
+    common = ["train", "--config", str(CONFIG_DIR / "mnist.yaml"), "--smoke", "--no-progress", "--device", "cpu",
               "--set", "tensorboard=false", "--set", "log_every=1"]
     assert main([*common, "--out", str(tmp_path / "eager")]) == 0
     assert main([*common, "--set", "compile=true", "--out", str(tmp_path / "compiled")]) == 0
