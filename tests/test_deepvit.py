@@ -20,7 +20,8 @@ from vitlab.layers import Attention, ReAttention
 from vitlab.layers.cnn_embed import CnnPatchEmbed
 from vitlab.layers.reattention import HeadMixing, num_reattention_params, reattention_layers
 from vitlab.models import ViTConfig
-from vitlab.models.factory import build_from_description, describe
+from vitlab.models.factory import build_from_description
+from vitlab.weights.vitlab_format import describe
 from vitlab.models.vit import Block
 from vitlab.utils.flops import count_params
 

@@ -10,7 +10,7 @@ import torch
 
 from vitlab.errors import CheckpointError
 from vitlab.models.detr import create_detr
-from vitlab.models.detr.convert import (authors_to_vitlab, config_from_authors, load_authors_checkpoint, from_hf,
+from vitlab.weights.convert_detr import (authors_to_vitlab, config_from_authors, load_authors_checkpoint, from_hf,
                                         vitlab_to_authors)
 
 SMALL = dict(num_classes=5, num_queries=7, hidden_dim=32, nheads=4, enc_layers=1, dec_layers=2, dim_feedforward=64)

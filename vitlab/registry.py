@@ -1,8 +1,14 @@
-"""Model registry: names (timm's convention) -> builder functions.
+"""Model registry, a leaf: names (timm's convention) -> builder functions, and model classes ->
+checkpoint arch names.
 
-``register_model`` adds a builder (a duplicate name raises); ``create_model(name, **overrides)``
-builds one, with overrides such as ``num_classes`` or ``img_size``; ``list_models(pattern)``
-lists the names matching a shell-style pattern.
+``register_model`` adds a builder (a duplicate name raises); ``build_model(name, **overrides)``
+builds one without weights, with overrides such as ``num_classes`` or ``img_size``;
+``list_models(pattern)`` lists the names matching a shell-style pattern. Loading pretrained
+weights lives one layer up, in :func:`vitlab.api.create_model`.
+
+This module imports nothing from ``vitlab.models`` or ``vitlab.weights``: the model families
+import it to register themselves. They are registered as soon as any part of the package is
+imported, because ``vitlab/__init__`` imports :mod:`vitlab.api`, which imports ``vitlab.models``.
 """
 
 from __future__ import annotations
@@ -14,10 +20,12 @@ from typing import Any
 
 from torch import nn
 
-from vitlab.errors import UnknownModelError
+from vitlab.errors import ConfigError, UnknownModelError
 
 ModelBuilder = Callable[..., nn.Module]
 _REGISTRY: dict[str, ModelBuilder] = {}
+# model class -> the arch name a checkpoint stores (models/factory.py fills it)
+_ARCHS: dict[type, str] = {}
 
 
 def register_model(fn: ModelBuilder) -> ModelBuilder:
@@ -29,46 +37,57 @@ def register_model(fn: ModelBuilder) -> ModelBuilder:
     return fn
 
 
-def _ensure_builtin_models() -> None:
-    # Importing the model package runs the @register_model decorators of the built-in families.
-    import vitlab.models  # noqa: F401
-
-
 def list_models(pattern: str = "*") -> list[str]:
     """Registered model names matching ``pattern`` (fnmatch syntax), sorted."""
-    _ensure_builtin_models()
     return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
 
 
 def is_model(name: str) -> bool:
-    _ensure_builtin_models()
+    """Whether ``name`` is a registered model."""
     return name in _REGISTRY
 
 
-def create_model(name: str, pretrained: str | None = None, weights: str | None = None, **overrides: Any) -> nn.Module:
-    """Build a registered model; ``overrides`` replace fields of its config.
+def get_builder(name: str) -> ModelBuilder:
+    """The builder registered as ``name``; UnknownModelError (suggesting close names) otherwise."""
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; `vitlab models` lists them"
+        raise UnknownModelError(f"unknown model {name!r}{hint}")
+    return _REGISTRY[name]
 
-    ``pretrained=TAG`` loads the checkpoint ``name.TAG`` of :mod:`vitlab.weights.specs`
-    (downloaded into the cache with a hash check); ``weights=FILE`` loads a local file of any
-    format :mod:`vitlab.weights` reads. Both convert to this model's size and classes.
+
+def build_model(name: str, **overrides: Any) -> nn.Module:
+    """Build a registered model with random weights; ``overrides`` replace fields of its config.
 
     Raises:
         UnknownModelError: the name is not registered (the message suggests close names).
         ConfigError: an override is unknown or invalid.
     """
-    _ensure_builtin_models()
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.6)
-        hint = f"; did you mean {', '.join(close)}?" if close else "; `vitlab models` lists them"
-        raise UnknownModelError(f"unknown model {name!r}{hint}")
-    if pretrained is not None:
-        from vitlab.weights.hub import pretrained_overrides
-
-        overrides = {**pretrained_overrides(name, pretrained), **overrides}
-    model = _REGISTRY[name](**overrides)
+    model = get_builder(name)(**overrides)
     model.model_name = name
-    if pretrained is not None or weights is not None:
-        from vitlab.weights.hub import load_weights_into
-
-        load_weights_into(model, name, pretrained=pretrained, weights=weights)
     return model
+
+
+def create_model(name: str, pretrained: str | None = None, weights: str | None = None, **overrides: Any) -> nn.Module:
+    """Deprecated alias of :func:`build_model`, kept for callers not yet moved to :mod:`vitlab.api`.
+
+    Loading weights would need the weights layer above this leaf, so ``pretrained=`` and
+    ``weights=`` are refused here with a pointer to :func:`vitlab.api.create_model`.
+    """
+    if pretrained is not None or weights is not None:
+        raise ConfigError("vitlab.registry.create_model builds without weights; "
+                          "use vitlab.api.create_model(name, pretrained=..., weights=...)")
+    return build_model(name, **overrides)
+
+
+def register_arch(name: str, model_cls: type) -> None:
+    """Record that instances of ``model_cls`` (and subclasses) are stored as arch ``name``."""
+    _ARCHS[model_cls] = name
+
+
+def arch_of(model: nn.Module) -> str:
+    """The arch name under which ``model`` is stored in checkpoints (nearest registered base class)."""
+    for cls in type(model).__mro__:
+        if cls in _ARCHS:
+            return _ARCHS[cls]
+    raise ConfigError(f"no checkpoint arch known for {type(model).__name__}")

@@ -75,7 +75,7 @@ def train_cmd(config_file, model, train_data, val_data, val_split, epochs, batch
 
 
 def _load(checkpoint: str, device: str):
-    from vitlab.engine.checkpoint import load_checkpoint
+    from vitlab.api import load_checkpoint
     from vitlab.errors import CheckpointError
     from vitlab.models.detr import DETR
     from vitlab.utils.device import resolve_device

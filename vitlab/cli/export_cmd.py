@@ -15,7 +15,7 @@ _FORMATS = ["onnx", "torch-export", "vitlab", "timm", "hf", "torchvision", "mind
 @click.option("--no-verify", is_flag=True, help="Skip running the exported graph against the model.")
 def export_cmd(checkpoint, out, fmt, opset, no_verify) -> None:
     """Export CHECKPOINT (a vitlab .safetensors) to OUT (a file; a folder for hf)."""
-    from vitlab.engine.checkpoint import load_checkpoint
+    from vitlab.api import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
     model = ckpt.model.eval()
@@ -60,8 +60,8 @@ def pretrained_cmd(model, tag, weights, out, num_classes, img_size, cache) -> No
         return
     if model is None or out is None:
         raise ConfigError("loading weights needs MODEL and --out")
-    from vitlab.engine.checkpoint import save_weights
-    from vitlab.registry import create_model
+    from vitlab.api import create_model
+    from vitlab.weights.vitlab_format import save_weights
     from vitlab.weights import hub
 
     overrides = {k: v for k, v in (("num_classes", num_classes), ("img_size", img_size)) if v is not None}

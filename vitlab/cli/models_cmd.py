@@ -15,7 +15,7 @@ def models_cmd(pattern, as_json, no_macs) -> None:
     """List registered models matching PATTERN (shell-style, e.g. 'vit_base*')."""
     import torch
 
-    from vitlab.registry import create_model, list_models
+    from vitlab.api import create_model, list_models
     from vitlab.utils.flops import count_macs, count_params
 
     rows = []

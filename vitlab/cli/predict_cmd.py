@@ -35,7 +35,7 @@ def predict_cmd(checkpoint, images, data, limit, topk, fmt, grid, device) -> Non
 
     from vitlab.data import Preprocess, build_eval_transform, open_source
     from vitlab.data.files import collect_image_files, open_image
-    from vitlab.engine.checkpoint import load_checkpoint
+    from vitlab.api import load_checkpoint
     from vitlab.errors import ConfigError
     from vitlab.evaluation.plots import save_prediction_grid
     from vitlab.utils.device import resolve_device

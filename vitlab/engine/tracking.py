@@ -54,7 +54,7 @@ def read_records(metrics: Path) -> list[dict[str, Any]]:
 
 def truncate_records(metrics: Path, step: int, epoch: int) -> None:
     """Keep train records up to ``step`` and epoch records before ``epoch`` (resume after a crash)."""
-    from vitlab.engine.checkpoint import atomic_write
+    from vitlab.utils.atomic import atomic_write
 
     keep = [r for r in read_records(metrics)
             if (r.get("kind") == "train" and r.get("step", 0) <= step) or (r.get("kind") == "epoch" and r.get("epoch", 0) < epoch)]

@@ -19,7 +19,7 @@ import torch
 from vitlab.layers import to_2tuple
 from vitlab.models.vit import VisionTransformer, build_vit
 from vitlab.models.vit_config import ViTConfig
-from vitlab.weights import surgery
+import vitlab.weights.surgery as surgery
 from vitlab.weights.errors import MalformedFileError, MappingError
 from vitlab.weights.keymap import load_into
 
@@ -59,10 +59,10 @@ def detect_format(path: str | Path) -> str:
 def _known_from_name(model_name: str | None) -> dict[str, Any]:
     if not model_name:
         return {}
-    from vitlab.registry import create_model
+    from vitlab.registry import build_model
 
     with torch.device("meta"):
-        cfg = create_model(model_name).config
+        cfg = build_model(model_name).config
     return {k: getattr(cfg, k) for k in ("num_heads", "norm_eps", "act", "mean", "std", "crop_pct", "interpolation")}
 
 
@@ -71,7 +71,7 @@ def read_source(path: str | Path, fmt: str, **known: Any) -> tuple[ViTConfig, di
     path = Path(path)
     src = str(path)
     if fmt == "vitlab":
-        from vitlab.engine.checkpoint import read_metadata
+        from vitlab.weights.vitlab_format import read_metadata
         from vitlab.weights.io import read_safetensors
 
         meta = read_metadata(path)
@@ -163,7 +163,7 @@ def export_weights(model: VisionTransformer, path: str | Path, fmt: str, class_n
     class_names = list(class_names or _default_names(model.num_classes))
     path = Path(path)
     if fmt == "vitlab":
-        from vitlab.engine.checkpoint import save_weights
+        from vitlab.weights.vitlab_format import save_weights
 
         save_weights(path, model, class_names, info=_jsonable(info or {}))
     elif fmt == "timm":

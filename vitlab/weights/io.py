@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vitlab.utils.atomic import atomic_write
 from vitlab.weights.errors import MalformedFileError, UnsafePickleError
 
 # safetensors dtype name -> bytes per element
@@ -133,16 +134,12 @@ def write_safetensors(path: str | Path, tensors: Mapping[str, torch.Tensor], met
     """Write tensors (made contiguous, on CPU) atomically with string metadata."""
     from safetensors.torch import save
 
-    from vitlab.engine.checkpoint import atomic_write
-
     blob = save({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, metadata=dict(metadata or {}))
     atomic_write(path, lambda f: f.write(blob))
 
 
 def write_torch(path: str | Path, tensors: Mapping[str, torch.Tensor]) -> None:
     """A plain state dict that ``torch.load(weights_only=True)`` reads; written atomically."""
-    from vitlab.engine.checkpoint import atomic_write
-
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     atomic_write(path, lambda f: torch.save(state, f))
 

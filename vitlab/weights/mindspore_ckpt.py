@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from vitlab.utils.atomic import atomic_write
 from vitlab.weights.errors import MalformedFileError
 
 # MindSpore type name -> torch dtype
@@ -212,8 +213,6 @@ def encode_record(tag: str, dims: list[int], ttype: str, content: bytes) -> byte
 def write_ckpt(path: str | Path, tensors: Mapping[str, torch.Tensor], crc_check: bool = False,
                slice_bytes: int = SLICE_BYTES) -> None:
     """Write tensors as a MindSpore checkpoint (slices above ``slice_bytes``), atomically."""
-    from vitlab.engine.checkpoint import atomic_write
-
     blob = bytearray()
     for name, t in tensors.items():
         t = t.detach().to("cpu").contiguous()

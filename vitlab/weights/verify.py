@@ -24,7 +24,7 @@ def peer_forward(fmt: str, path: str | Path, cfg: ViTConfig) -> Forward:
     """``images -> logits`` of the file at ``path`` run by its own library; ``cfg`` describes its architecture."""
     path = Path(path)
     if fmt == "vitlab":
-        from vitlab.engine.checkpoint import load_checkpoint
+        from vitlab.weights.rebuild import load_checkpoint
 
         model = load_checkpoint(path).model.eval()
         return model

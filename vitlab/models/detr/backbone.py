@@ -99,9 +99,9 @@ def build_backbone(name: str, args: dict[str, Any], train_backbone: bool = True)
         if args:
             raise ConfigError(f"backbone_args {sorted(args)} are not used by {name}")
         return ResNetBackbone(name, train_backbone)
-    from vitlab.registry import create_model, is_model
+    from vitlab.registry import build_model, is_model
 
     if not is_model(name):
         raise ConfigError(f"unknown backbone {name!r}: expected {', '.join(RESNETS)} or a vitlab model name")
-    vit = create_model(name, **{**args, "num_classes": 0})
+    vit = build_model(name, **{**args, "num_classes": 0})
     return ViTBackbone(vit)

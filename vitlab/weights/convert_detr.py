@@ -21,6 +21,7 @@ import torch
 
 from vitlab.errors import CheckpointError
 from vitlab.models.detr.detr import DETR, DetrConfig, build_detr
+from vitlab.weights.vitlab_format import load_state_checked
 
 # ----------------------------------------------------------------------------------- authors
 _AUTHORS_BACKBONE = "backbone.0.body."
@@ -76,8 +77,6 @@ def config_from_authors(state: Mapping[str, torch.Tensor], nheads: int = 8, **ov
 
 def load_authors_checkpoint(path: str | Path, nheads: int = 8, **overrides: Any) -> DETR:
     """Build a vitlab DETR from the authors' ``.pth`` (``{"model": state_dict}``)."""
-    from vitlab.engine.checkpoint import load_state_checked
-
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -194,8 +193,6 @@ def config_from_hf(hf_config: Any, **overrides: Any) -> DetrConfig:
 
 def from_hf(hf_model: Any, **overrides: Any) -> DETR:
     """A vitlab DETR with the weights of a transformers ``DetrForObjectDetection``."""
-    from vitlab.engine.checkpoint import load_state_checked
-
     model = build_detr(config_from_hf(hf_model.config, **overrides))
     load_state_checked(model, hf_to_vitlab(hf_model.state_dict()), type(hf_model).__name__)
     return model
