@@ -10,9 +10,10 @@ import torch
 from safetensors.torch import save_file
 
 import vitlab
-from vitlab.engine.checkpoint import (
-    atomic_write,
-    load_checkpoint,
+from vitlab.api import load_checkpoint
+from vitlab.errors import CheckpointError
+from vitlab.utils.atomic import atomic_write
+from vitlab.weights.vitlab_format import (
     load_state,
     load_state_checked,
     read_metadata,
@@ -20,7 +21,6 @@ from vitlab.engine.checkpoint import (
     save_state,
     save_weights,
 )
-from vitlab.errors import CheckpointError
 
 CLASSES = ["zero", "one", "two"]
 
@@ -58,6 +58,33 @@ def test_round_trip_rebuilds_from_metadata(tmp_path: Path) -> None:
     assert ck.model.model_name == "vit_pico_patch4_28"
     assert torch.equal(_logits(ck.model.eval()), _logits(model))
     assert _leftovers(path.parent) == []
+
+
+def test_loaded_model_is_in_eval_mode(tmp_path: Path) -> None:
+    """A checkpoint is loaded for inference: dropout off, so two forward passes agree exactly."""
+    model = _model(drop_rate=0.5, attn_drop_rate=0.5, drop_path_rate=0.5).train()
+    path = tmp_path / "dropout.safetensors"
+    save_weights(path, model, CLASSES)
+    loaded = load_checkpoint(path).model
+    assert loaded.training is False
+    assert all(not m.training for m in loaded.modules())
+    torch.manual_seed(1)
+    first = loaded(torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(0)))
+    second = loaded(torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(0)))
+    assert torch.equal(first, second)
+
+
+def test_engine_checkpoint_still_exports_the_format(tmp_path: Path) -> None:
+    """vitlab.engine.checkpoint is a compatibility module over the format's new homes."""
+    from vitlab.engine import checkpoint as engine_checkpoint
+    from vitlab.weights import vitlab_format
+
+    for name in ("save_weights", "read_metadata", "read_tensors", "load_state_checked", "save_state", "load_state"):
+        assert getattr(engine_checkpoint, name) is getattr(vitlab_format, name)
+    assert engine_checkpoint.atomic_write is atomic_write
+    path = tmp_path / "compat.safetensors"
+    save_weights(path, _model(), CLASSES)
+    assert engine_checkpoint.load_checkpoint(path).model.training is False
 
 
 def test_round_trip_after_surgery(tmp_path: Path) -> None:
