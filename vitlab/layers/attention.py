@@ -13,6 +13,9 @@ Subclasses (DeepViT's re-attention) change what happens to the probabilities by 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -74,3 +77,18 @@ class Attention(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
         out = out.transpose(1, 2).reshape(B, T, D)  # (B, T, H * hd)
         return self.proj_drop(self.proj(out))
+
+
+AttnFactory = Callable[..., Attention]  # (dim, num_heads, qkv_bias=, attn_drop=, proj_drop=) -> Attention
+
+
+@dataclass(frozen=True)
+class MhsaArgs:
+    """Attention ``"mhsa"``: plain multi-head self-attention in every block; no arguments."""
+
+    def check(self) -> None:
+        """Nothing to check."""
+
+    def layers(self, depth: int) -> list[AttnFactory]:
+        """One attention factory per block."""
+        return [Attention] * depth

@@ -7,10 +7,14 @@ token overall, like the linear patch projection, but with a small convolutional 
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from vitlab.layers.patch_embed import TokenEmbed
+from vitlab.layers.args import ArgError
+from vitlab.layers.patch_embed import EmbedFactory, TokenEmbed
 
 
 class CnnPatchEmbed(TokenEmbed):
@@ -44,3 +48,19 @@ class CnnPatchEmbed(TokenEmbed):
         x = self.act(self.bn1(self.conv1(x)))  # (B, width, H/2, W/2)
         x = self.act(self.bn2(self.conv2(x)))
         return self.proj(x).flatten(2).transpose(1, 2)
+
+
+@dataclass(frozen=True)
+class CnnStemArgs:
+    """Stem ``"cnn"``: :class:`CnnPatchEmbed` (DeepViT-S / -L); ``width`` channels of the front end."""
+
+    width: int = 64
+
+    def check(self, patch_size: int) -> None:
+        if patch_size % 2:
+            raise ArgError(None, f"stem 'cnn' needs an even patch_size, got {patch_size}")
+        if self.width < 1:
+            raise ArgError("width", f"must be >= 1, got {self.width}")
+
+    def layer(self) -> EmbedFactory:
+        return functools.partial(CnnPatchEmbed, width=self.width)

@@ -6,8 +6,14 @@ swapped into :class:`vitlab.models.vit.VisionTransformer` as its ``embed_layer``
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 from torch import nn
+
+from vitlab.layers.args import ArgError
 
 
 def to_2tuple(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
@@ -106,3 +112,32 @@ class ConvStemEmbed(TokenEmbed):
         """x: (B, C, H, W) -> (B, H/P * W/P, D)."""
         self.check_input(x)
         return self.proj(self.stem(x)).flatten(2).transpose(1, 2)
+
+
+EmbedFactory = Callable[..., TokenEmbed]  # (img_size, patch_size, in_chans, embed_dim) -> TokenEmbed
+
+
+@dataclass(frozen=True)
+class PatchStemArgs:
+    """Stem ``"patch"``: the paper's linear patch projection; it has no arguments."""
+
+    def check(self, patch_size: int) -> None:
+        """Any patch size works."""
+
+    def layer(self) -> EmbedFactory:
+        return PatchEmbed
+
+
+@dataclass(frozen=True)
+class ConvStemArgs:
+    """Stem ``"conv"``: :class:`ConvStemEmbed`; ``channels`` of each stride-2 conv, 2 ** len = P."""
+
+    channels: tuple[int, ...] = ()
+
+    def check(self, patch_size: int) -> None:
+        factor = 2 ** len(self.channels)
+        if not self.channels or factor != patch_size or min(self.channels) < 1:
+            raise ArgError("channels", f"{self.channels} downsample by {factor}, not by patch_size {patch_size}")
+
+    def layer(self) -> EmbedFactory:
+        return functools.partial(ConvStemEmbed, channels=tuple(self.channels))

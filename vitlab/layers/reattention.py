@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import nn
 
+from vitlab.layers.args import ArgError
 from vitlab.layers.attention import Attention
 
 ReAttnMode = Literal["official", "vit-pytorch"]
@@ -159,4 +161,30 @@ def num_reattention_params(num_heads: int, mode: ReAttnMode) -> int:
     return num_heads * num_heads + (3 if mode == "official" else 2) * num_heads
 
 
-__all__ = ["HeadMixing", "ReAttention", "ReAttnInit", "ReAttnMode", "num_reattention_params", "reattention_layers"]
+@dataclass(frozen=True)
+class ReAttentionArgs:
+    """Attention ``"reattention"``: DeepViT's re-attention (see :class:`ReAttention`).
+
+    Args:
+        mode: ``"official"`` or ``"vit-pytorch"`` head mixing.
+        blocks: re-attention in the last ``blocks`` blocks (plain attention before); None: all.
+        init: ``"identity"`` or ``"random"`` initial Theta.
+        scale: the official ``transform_scale`` (mixed maps times ``head_dim ** -0.5``).
+    """
+
+    mode: ReAttnMode = "official"
+    blocks: int | None = None
+    init: ReAttnInit = "identity"
+    scale: bool = False
+
+    def check(self) -> None:
+        if self.blocks is not None and self.blocks < 0:
+            raise ArgError("blocks", f"must be >= 0 or null, got {self.blocks}")
+
+    def layers(self, depth: int) -> list[Callable[..., Attention]]:
+        """One attention factory per block."""
+        return reattention_layers(depth, self.blocks, self.mode, self.init, self.scale)
+
+
+__all__ = ["HeadMixing", "ReAttention", "ReAttentionArgs", "ReAttnInit", "ReAttnMode", "num_reattention_params",
+           "reattention_layers"]

@@ -14,13 +14,16 @@ without renaming.
 
 from __future__ import annotations
 
+import functools
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vitlab.layers.patch_embed import TokenEmbed
+from vitlab.layers.args import ArgError
+from vitlab.layers.patch_embed import EmbedFactory, TokenEmbed
 
 
 def pad_same(x: torch.Tensor, kernel: int, stride: int, dilation: int = 1, value: float = 0.0) -> torch.Tensor:
@@ -211,3 +214,27 @@ class ResNetV2Embed(TokenEmbed):
         """x: (B, C, H, W) -> (B, H/P * W/P, D), row-major over the feature map."""
         self.check_input(x)
         return self.proj(self.backbone(x)).flatten(2).transpose(1, 2)
+
+
+@dataclass(frozen=True)
+class ResNetV2StemArgs:
+    """Stem ``"resnetv2"``: :class:`ResNetV2Embed`; bottlenecks per stage and the stem width.
+
+    ``layers`` sets the stride (4 * 2 ** (stages - 1)), which must equal the ViT's patch_size,
+    e.g. (3, 4, 9) for R50 at 16, (2, 2, 2, 2) for R26 at 32.
+    """
+
+    layers: tuple[int, ...] = ()
+    width: int = 64
+
+    def check(self, patch_size: int) -> None:
+        stride = 4 * 2 ** max(len(self.layers) - 1, 0)
+        if not self.layers or stride != patch_size:
+            raise ArgError("layers", f"{self.layers} give a ResNet of stride {stride}, not patch_size {patch_size}")
+        if min(self.layers) < 1:
+            raise ArgError("layers", f"block counts must be >= 1, got {self.layers}")
+        if self.width < 1:
+            raise ArgError("width", f"must be >= 1, got {self.width}")
+
+    def layer(self) -> EmbedFactory:
+        return functools.partial(ResNetV2Embed, layers=tuple(self.layers), width=self.width)

@@ -1,6 +1,7 @@
 """DeepViT (Zhou et al. 2021): the ViT with re-attention injected as its attention layer.
 
-No model class of its own: every preset is a :class:`ViTConfig` with ``attn_type="reattention"``
+No model class of its own: every preset is a :class:`ViTConfig` with ``attn="reattention"`` (an entry
+of :data:`vitlab.layers.tables.ATTENTIONS`)
 built by :func:`vitlab.models.vit.build_vit`. Sizes follow the authors' code (zhoudaquan/dvit_repo):
 
 =========================  =====  ======  =====  ====  ===================  ============  ===========
@@ -34,7 +35,7 @@ from vitlab.registry import register_model
 
 # The authors' configs use mean = std = 0.5 and their timm-style crop of 0.9.
 _IMAGENET = dict(img_size=(224, 224), patch_size=16, num_classes=1000, crop_pct=0.9, interpolation="bicubic")
-_OFFICIAL = dict(attn_type="reattention", reattn_mode="official", reattn_init="random")
+_OFFICIAL = dict(mode="official", init="random")  # re-attention arguments as in the authors' code
 
 
 def _width(wide: bool) -> dict[str, int]:
@@ -45,7 +46,7 @@ def _width(wide: bool) -> dict[str, int]:
 def _deep(depth: int, wide: bool, reattention: bool, overrides: dict[str, Any]) -> VisionTransformer:
     cfg = ViTConfig(depth=depth, **_IMAGENET, **_width(wide))
     if reattention:
-        cfg = cfg.replace(**_OFFICIAL)
+        cfg = cfg.replace(attn="reattention", attn_args=_OFFICIAL)
     return build_vit(cfg.replace(**overrides))
 
 
@@ -88,14 +89,16 @@ def deepvit_baseline_32b_patch16_224(wide: bool = False, **kw: Any) -> VisionTra
 @register_model
 def deepvit_s_patch16_224(**kw: Any) -> VisionTransformer:
     """DeepViT-S: width 396, 16 blocks, re-attention (scaled) in the last 5, convolutional stem."""
-    cfg = ViTConfig(**_IMAGENET, embed_dim=396, depth=16, num_heads=12, mlp_dim=3 * 396, stem="cnn", stem_width=64,
-                    reattn_blocks=5, reattn_scale=True, scale_adjustment=0.5, **_OFFICIAL)
+    cfg = ViTConfig(**_IMAGENET, embed_dim=396, depth=16, num_heads=12, mlp_dim=3 * 396, stem="cnn",
+                    stem_args=dict(width=64), attn="reattention", attn_args=dict(_OFFICIAL, blocks=5, scale=True),
+                    scale_adjustment=0.5)
     return build_vit(cfg.replace(**kw))
 
 
 @register_model
 def deepvit_l_patch16_224(**kw: Any) -> VisionTransformer:
     """DeepViT-L: width 420, 32 blocks, re-attention in the last 12, convolutional stem."""
-    cfg = ViTConfig(**_IMAGENET, embed_dim=420, depth=32, num_heads=12, mlp_dim=3 * 420, stem="cnn", stem_width=64,
-                    reattn_blocks=12, scale_adjustment=0.5, **_OFFICIAL)
+    cfg = ViTConfig(**_IMAGENET, embed_dim=420, depth=32, num_heads=12, mlp_dim=3 * 420, stem="cnn",
+                    stem_args=dict(width=64), attn="reattention", attn_args=dict(_OFFICIAL, blocks=12),
+                    scale_adjustment=0.5)
     return build_vit(cfg.replace(**kw))

@@ -1,7 +1,7 @@
 """Hybrid ViTs (ViT paper, Sec. 3.1): ResNetV2 feature-map cells as tokens, under timm's names.
 
 The ViT with :class:`vitlab.layers.resnet_stem.ResNetV2Embed` injected as its embed layer
-(``stem="resnetv2"``); ``patch_size`` is the ResNet's output stride, so the token grid is
+(``stem="resnetv2"``, an entry of :data:`vitlab.layers.tables.STEMS`); ``patch_size`` is the ResNet's output stride, so the token grid is
 (H / P) x (W / P). Parameter counts and state-dict keys equal timm's
 ``timm.models.vision_transformer_hybrid`` models, so their weights load as they are:
 
@@ -23,8 +23,8 @@ from vitlab.models.vit import VisionTransformer, build_vit
 from vitlab.models.vit_config import ViTConfig
 from vitlab.registry import register_model
 
-_R50 = dict(stem="resnetv2", stem_layers=(3, 4, 9), stem_width=64, patch_size=16)
-_R26 = dict(stem="resnetv2", stem_layers=(2, 2, 2, 2), stem_width=64, patch_size=32)
+_R50 = dict(stem="resnetv2", stem_args=dict(layers=(3, 4, 9), width=64), patch_size=16)
+_R26 = dict(stem="resnetv2", stem_args=dict(layers=(2, 2, 2, 2), width=64), patch_size=32)
 _BASE = dict(embed_dim=768, depth=12, num_heads=12, mlp_dim=3072)
 _SMALL = dict(embed_dim=384, depth=12, num_heads=6, mlp_dim=1536)
 

@@ -11,7 +11,6 @@ not copies of it. :func:`build_vit` turns a :class:`ViTConfig` into constructor 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -19,12 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from vitlab.layers import Attention, ConvStemEmbed, DropPath, Mlp, PatchEmbed, TokenEmbed, to_2tuple
-from vitlab.layers.cnn_embed import CnnPatchEmbed
+from vitlab.layers import Attention, DropPath, Mlp, PatchEmbed, TokenEmbed, to_2tuple
 from vitlab.layers.mlp import Activation
 from vitlab.layers.pos_embed import ResampleMethod, resample_pos_embed, sincos_2d
-from vitlab.layers.reattention import reattention_layers
-from vitlab.layers.resnet_stem import ResNetV2Embed
 from vitlab.models.vit_config import ViTConfig
 
 
@@ -383,36 +379,25 @@ def _store_into(store: dict[int, torch.Tensor], key: int) -> Callable:
 
 
 def build_vit(cfg: ViTConfig) -> VisionTransformer:
-    """Construct a :class:`VisionTransformer` from a config; the only reader of ViTConfig."""
+    """Construct a :class:`VisionTransformer` from a config; the only reader of ViTConfig.
+
+    The stem and the attention layers come from the name -> layer tables (:mod:`vitlab.layers.tables`):
+    ``cfg.stem`` / ``cfg.stem_args`` give the embed layer, ``cfg.attn`` / ``cfg.attn_args`` one
+    attention factory per block.
+    """
     cfg.validate()
-    embed_layer = _embed_layer(cfg)
-    if cfg.attn_type == "reattention":
-        attn_layer: Any = reattention_layers(cfg.depth, cfg.reattn_blocks, cfg.reattn_mode, cfg.reattn_init,
-                                             cfg.reattn_scale)
-    else:
-        attn_layer = Attention
     model = VisionTransformer(
         img_size=cfg.img_size, patch_size=cfg.patch_size, in_chans=cfg.in_chans, num_classes=cfg.num_classes,
         embed_dim=cfg.embed_dim, depth=cfg.depth, num_heads=cfg.num_heads, mlp_dim=cfg.mlp_dim,
         qkv_bias=cfg.qkv_bias, norm_eps=cfg.norm_eps, act=cfg.act, class_token=cfg.class_token,
         global_pool=cfg.global_pool, fc_norm=cfg.fc_norm, pos_embed=cfg.pos_embed, drop_rate=cfg.drop_rate,
         attn_drop_rate=cfg.attn_drop_rate, drop_path_rate=cfg.drop_path_rate, head_drop_rate=cfg.head_drop_rate,
-        representation_size=cfg.representation_size, embed_layer=embed_layer, attn_layer=attn_layer,
-        scale_adjustment=cfg.scale_adjustment, dist_token=cfg.dist_token,
+        representation_size=cfg.representation_size, embed_layer=cfg.stem_layer_args().layer(),
+        attn_layer=cfg.attn_layer_args().layers(cfg.depth), scale_adjustment=cfg.scale_adjustment,
+        dist_token=cfg.dist_token,
     )
     model.config = cfg
     return model
-
-
-def _embed_layer(cfg: ViTConfig) -> Callable[..., TokenEmbed]:
-    """The token-embedding factory ``(img_size, patch_size, in_chans, embed_dim) -> TokenEmbed`` of a config."""
-    if cfg.stem == "conv":
-        return functools.partial(ConvStemEmbed, channels=tuple(cfg.stem_channels))
-    if cfg.stem == "cnn":
-        return functools.partial(CnnPatchEmbed, width=cfg.stem_width)
-    if cfg.stem == "resnetv2":
-        return functools.partial(ResNetV2Embed, layers=tuple(cfg.stem_layers), width=cfg.stem_width)
-    return PatchEmbed
 
 
 def mlp_dim_for(embed_dim: int, ratio: float) -> int:

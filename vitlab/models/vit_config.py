@@ -1,13 +1,36 @@
-"""Typed configuration of a Vision Transformer; serialised into every checkpoint."""
+"""Typed configuration of a Vision Transformer; serialised into every checkpoint.
+
+The token stem and the attention variant are a name from :mod:`vitlab.layers.tables` plus that
+layer's arguments (``stem`` + ``stem_args``, ``attn`` + ``attn_args``). Configs written before the
+tables had one flat field per argument (``stem_channels``, ``attn_type``, ``reattn_mode`` ...):
+:meth:`ViTConfig.from_dict` migrates them, :meth:`ViTConfig.replace` still accepts them, and they
+still read as attributes, so old checkpoints, recipes and callers keep working.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import typing
-from dataclasses import dataclass
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from vitlab.errors import ConfigError
+from vitlab.layers.args import ArgError, LayerTable
+from vitlab.layers.tables import ATTENTIONS, STEMS
+
+_TABLES: dict[str, LayerTable] = {"stem": STEMS, "attn": ATTENTIONS}
+# The flat fields of configs from before the tables: legacy name -> (table, argument, value meaning "unset").
+LEGACY_ARGS: dict[str, tuple[str, str, Any]] = {
+    "stem_channels": ("stem", "channels", ()),
+    "stem_layers": ("stem", "layers", ()),
+    "stem_width": ("stem", "width", 64),
+    "reattn_mode": ("attn", "mode", "official"),
+    "reattn_blocks": ("attn", "blocks", None),
+    "reattn_init": ("attn", "init", "identity"),
+    "reattn_scale": ("attn", "scale", False),
+}
+LEGACY_NAMES = {"attn_type": "attn"}
 
 
 @dataclass(frozen=True)
@@ -30,16 +53,12 @@ class ViTConfig:
     global_pool: Literal["token", "avg"] = "token"
     fc_norm: bool = False
     pos_embed: Literal["learn", "sincos", "none"] = "learn"
-    stem: Literal["patch", "conv", "cnn", "resnetv2"] = "patch"
-    stem_channels: tuple[int, ...] = ()  # "conv": channels of the stride-2 convs
-    stem_layers: tuple[int, ...] = ()  # "resnetv2": bottlenecks per stage, e.g. (3, 4, 9) for R50
-    stem_width: int = 64  # "cnn" / "resnetv2": stem channels
-    # Attention: plain multi-head self-attention or DeepViT's re-attention (vitlab.layers.reattention).
-    attn_type: Literal["mhsa", "reattention"] = "mhsa"
-    reattn_mode: Literal["official", "vit-pytorch"] = "official"
-    reattn_blocks: int | None = None  # re-attention in the last k blocks; None: every block
-    reattn_init: Literal["identity", "random"] = "identity"
-    reattn_scale: bool = False  # official transform_scale: mixed maps times head_dim ** -0.5
+    # Token stem and attention variant: a name from vitlab.layers.tables and that layer's arguments
+    # (canonical: every argument present, defaults filled in; see STEMS / ATTENTIONS).
+    stem: str = "patch"  # "patch", "conv", "cnn", "resnetv2"
+    stem_args: dict[str, Any] = field(default_factory=dict)
+    attn: str = "mhsa"  # "mhsa" or DeepViT's "reattention"
+    attn_args: dict[str, Any] = field(default_factory=dict)
     scale_adjustment: float = 1.0  # official DeepViT block: x + f(LN(x * s)) / s on both branches
     drop_rate: float = 0.0
     attn_drop_rate: float = 0.0
@@ -52,8 +71,25 @@ class ViTConfig:
     crop_pct: float = 0.875
     interpolation: Literal["bilinear", "bicubic", "nearest"] = "bicubic"
 
+    def __post_init__(self) -> None:
+        # Canonical arguments (defaults filled in, JSON lists as tuples) so equal models compare equal.
+        for group, table in _TABLES.items():
+            object.__setattr__(self, f"{group}_args", table.canonical(getattr(self, group), getattr(self, f"{group}_args")))
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(self.to_dict(), sort_keys=True))
+
+    def __getattr__(self, name: str) -> Any:
+        """Legacy flat names read from the new fields (``cfg.stem_layers``, ``cfg.attn_type`` ...)."""
+        if name in LEGACY_NAMES:
+            return getattr(self, LEGACY_NAMES[name])
+        if name in LEGACY_ARGS:
+            group, arg, unset = LEGACY_ARGS[name]
+            return getattr(self, f"{group}_args").get(arg, unset)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     def validate(self) -> None:
-        """Raise ConfigError naming the field when the combination cannot be built."""
+        """Raise ConfigError naming the field (or ``stem_args.<arg>``) when the combination cannot be built."""
         h, w = self.img_size
         if h % self.patch_size or w % self.patch_size:
             raise ConfigError(f"img_size {h}x{w} is not divisible by patch_size {self.patch_size}")
@@ -65,21 +101,8 @@ class ViTConfig:
             raise ConfigError("dist_token needs class_token: true and global_pool: token (as in DeiT)")
         if self.pos_embed == "sincos" and self.embed_dim % 4:
             raise ConfigError(f"pos_embed 'sincos' needs embed_dim divisible by 4, got {self.embed_dim}")
-        if self.stem == "conv" and 2 ** len(self.stem_channels) != self.patch_size:
-            raise ConfigError(f"stem_channels {self.stem_channels} downsample by {2 ** len(self.stem_channels)}, "
-                              f"not by patch_size {self.patch_size}")
-        for name in ("stem", "attn_type", "reattn_mode", "reattn_init"):
-            allowed = typing.get_args(typing.get_type_hints(ViTConfig)[name])
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {getattr(self, name)!r}")
-        if self.stem == "cnn" and self.patch_size % 2:
-            raise ConfigError(f"stem 'cnn' needs an even patch_size, got {self.patch_size}")
-        resnet_stride = 4 * 2 ** max(len(self.stem_layers) - 1, 0)
-        if self.stem == "resnetv2" and (not self.stem_layers or resnet_stride != self.patch_size):
-            raise ConfigError(f"stem_layers {self.stem_layers} give a ResNet of stride {resnet_stride}, "
-                              f"not patch_size {self.patch_size}")
-        if self.reattn_blocks is not None and self.reattn_blocks < 0:
-            raise ConfigError(f"reattn_blocks must be >= 0 or null, got {self.reattn_blocks}")
+        _check_layer("stem", lambda: self.stem_layer_args().check(self.patch_size))
+        _check_layer("attn", lambda: self.attn_layer_args().check())
         if not self.scale_adjustment > 0:
             raise ConfigError(f"scale_adjustment must be > 0, got {self.scale_adjustment}")
         if len(self.mean) != self.in_chans or len(self.std) != self.in_chans:
@@ -88,29 +111,97 @@ class ViTConfig:
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
 
+    def stem_layer_args(self) -> Any:
+        """The stem's typed arguments (a dataclass of :data:`vitlab.layers.tables.STEMS`)."""
+        return STEMS.parse(self.stem, self.stem_args)
+
+    def attn_layer_args(self) -> Any:
+        """The attention variant's typed arguments (a dataclass of :data:`vitlab.layers.tables.ATTENTIONS`)."""
+        return ATTENTIONS.parse(self.attn, self.attn_args)
+
     def replace(self, **overrides: Any) -> ViTConfig:
-        """A copy with fields overridden; unknown names raise ConfigError listing the valid ones."""
+        """A copy with fields overridden; unknown names raise ConfigError listing the valid ones.
+
+        Legacy flat names (``stem_channels=``, ``attn_type=``, ``reattn_blocks=`` ...) are mapped into
+        ``stem_args`` / ``attn_args``; one that the chosen stem or attention does not take raises
+        ConfigError unless it holds its old "unset" value.
+        """
+        fixed, legacy = _split_legacy(overrides)
         names = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(overrides) - names)
+        unknown = sorted(set(fixed) - names)
         if unknown:
-            raise ConfigError(f"unknown model option(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
-        fixed = dict(overrides)
+            valid = sorted(names | set(LEGACY_ARGS) | set(LEGACY_NAMES))
+            raise ConfigError(f"unknown model option(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
         if "img_size" in fixed:
             size = fixed["img_size"]
             fixed["img_size"] = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
-        for key in ("stem_channels", "stem_layers", "mean", "std"):
+        for key in ("mean", "std"):
             if key in fixed:
                 fixed[key] = tuple(fixed[key])
         if "in_chans" in fixed and "mean" not in fixed and len(self.mean) != fixed["in_chans"]:
             fixed["mean"] = (self.mean[0],) * fixed["in_chans"]
             fixed["std"] = (self.std[0],) * fixed["in_chans"]
+        for group in _TABLES:
+            name = fixed.get(group, getattr(self, group))
+            if f"{group}_args" in fixed:
+                args = dict(fixed[f"{group}_args"])
+            else:  # a new variant starts from its defaults; the same one keeps its arguments
+                args = dict(getattr(self, f"{group}_args")) if name == getattr(self, group) else {}
+            args.update(_legacy_args(group, name, legacy, strict=True))
+            fixed[group], fixed[f"{group}_args"] = name, args
         return dataclasses.replace(self, **fixed)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly dict (tuples become lists)."""
+        """JSON-friendly dict (tuples become lists when dumped)."""
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ViTConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise ConfigError."""
-        return cls().replace(**data)
+    def from_dict(cls, data: Mapping[str, Any]) -> ViTConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise ConfigError.
+
+        Old flat dicts are migrated: legacy arguments the named stem / attention takes move into its
+        ``*_args``; the others are dropped (they never affected the model they were saved with).
+        """
+        fixed, legacy = _split_legacy(data)
+        for group in _TABLES:
+            name = fixed.get(group, getattr(cls, group))
+            if legacy and f"{group}_args" not in fixed:
+                fixed[f"{group}_args"] = _legacy_args(group, name, legacy, strict=False)
+        return cls().replace(**fixed)
+
+
+def _split_legacy(data: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(modern fields with ``attn_type`` renamed to ``attn``, legacy flat arguments)."""
+    fixed = {LEGACY_NAMES.get(k, k): v for k, v in data.items() if k not in LEGACY_ARGS}
+    both = [k for k, new in LEGACY_NAMES.items() if k in data and new in data]
+    if both:
+        raise ConfigError(f"give {both[0]} or {LEGACY_NAMES[both[0]]}, not both")
+    return fixed, {k: v for k, v in data.items() if k in LEGACY_ARGS}
+
+
+def _legacy_args(group: str, name: str, legacy: Mapping[str, Any], strict: bool) -> dict[str, Any]:
+    """The legacy flat arguments of table ``group`` that layer ``name`` takes, under their new names."""
+    takes = _TABLES[group].arg_names(name)
+    out = {}
+    for old, value in legacy.items():
+        table, arg, unset = LEGACY_ARGS[old]
+        if table != group:
+            continue
+        if arg in takes:
+            out[arg] = value
+        elif strict and (tuple(value) if isinstance(value, list) else value) != unset:
+            raise ConfigError(f"{old} does not apply to {group} {name!r}; its arguments: "
+                              f"{', '.join(takes) or '(none)'}")
+    return out
+
+
+def _check_layer(group: str, check: Callable[[], None]) -> None:
+    """Run a layer's check; its ArgError becomes a ConfigError naming ``<group>_args.<arg>`` (and the old name)."""
+    try:
+        check()
+    except ArgError as e:
+        if e.arg is None:
+            raise ConfigError(e.message) from None
+        old = next((k for k, (g, a, _) in LEGACY_ARGS.items() if g == group and a == e.arg), None)
+        where = f"{group}_args.{e.arg}" + (f" ({old})" if old else "")
+        raise ConfigError(f"{where} {e.message}") from None

@@ -152,7 +152,7 @@ def vit_pico_patch7_28(**kw: Any) -> VisionTransformer:
 @register_model
 def vit_pico_convstem_patch4_28(**kw: Any) -> VisionTransformer:
     """As vit_pico_patch4_28 with a two-conv stem (32, 64 channels) in place of the patchify layer."""
-    cfg = ViTConfig(img_size=(28, 28), patch_size=4, stem="conv", stem_channels=(32, 64), **_PICO)
+    cfg = ViTConfig(img_size=(28, 28), patch_size=4, stem="conv", stem_args=dict(channels=(32, 64)), **_PICO)
     return build_vit(cfg.replace(**_MNIST).replace(**kw))
 
 
@@ -179,7 +179,7 @@ def vit_nano_convstem_patch4_28(**kw: Any) -> VisionTransformer:
     The default of the MNIST main job: the convolutional stem (the ViT paper's hybrid idea at a small
     scale) makes a ViT data-efficient enough for 5,000 training digits on a CPU budget.
     """
-    cfg = ViTConfig(img_size=(28, 28), patch_size=4, stem="conv", stem_channels=(32, 64), **_NANO)
+    cfg = ViTConfig(img_size=(28, 28), patch_size=4, stem="conv", stem_args=dict(channels=(32, 64)), **_NANO)
     return build_vit(cfg.replace(**_MNIST).replace(**kw))
 
 
