@@ -85,22 +85,22 @@ def test_resume_continues(digit_folder: Path, tmp_path: Path, capsys: pytest.Cap
 
 def test_resume_matches_uninterrupted(digit_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A run that dies after epoch 1 of 2 and is resumed ends bitwise equal to an uninterrupted run."""
-    import vitlab.trainer
+    import vitlab.engine.fit
     from vitlab.engine.checkpoint import read_tensors
 
     a, b = tmp_path / "a", tmp_path / "b"
     assert train(a, digit_folder, "--out", str(a)) == 0
-    real = vitlab.trainer.train_one_epoch
+    real = vitlab.engine.fit.train_one_epoch
 
     def dies_in_second_epoch(*args, **kwargs):
-        if args[5] == 1:  # the epoch argument
+        if args[6] == 1:  # the epoch argument
             raise RuntimeError("simulated crash")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(vitlab.trainer, "train_one_epoch", dies_in_second_epoch)
+    monkeypatch.setattr(vitlab.engine.fit, "train_one_epoch", dies_in_second_epoch)
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(b, digit_folder, "--out", str(b))
-    monkeypatch.setattr(vitlab.trainer, "train_one_epoch", real)
+    monkeypatch.setattr(vitlab.engine.fit, "train_one_epoch", real)
     assert main(["train", "--resume", str(b), "--no-progress"]) == 0
     wa, wb = read_tensors(a / "checkpoints" / "last.safetensors"), read_tensors(b / "checkpoints" / "last.safetensors")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -129,6 +129,8 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None  # cap for smoke runs
     max_eval_images: int | None = None  # evaluate on the first N validation images only (smoke runs)
     nonfinite: Literal["stop", "skip"] = "stop"  # what a non-finite loss / gradient norm does
+    max_bad_steps: int | None = None  # with nonfinite=skip: this many bad steps in a row stop the run
+    sync_bn: bool | None = None  # BatchNorm over all processes under torchrun; null: on when >1 process
     compile: bool = False  # torch.compile the model
     fsdp: bool = False  # shard parameters with FSDP2 (fully_shard) under torchrun
     tensorboard: bool = True  # event files in RUN/tb (needs the tensorboard package)
@@ -163,6 +165,8 @@ class TrainConfig:
             (self.checkpoint.every_steps is None or self.checkpoint.every_steps >= 1, "checkpoint.every_steps",
              self.checkpoint.every_steps, "must be at least 1 or null"),
             (self.checkpoint.keep >= 1, "checkpoint.keep", self.checkpoint.keep, "must be at least 1"),
+            (self.max_bad_steps is None or self.max_bad_steps >= 1, "max_bad_steps", self.max_bad_steps,
+             "must be at least 1 or null"),
         ]
         for ok, name, value, why in checks:
             if not ok:

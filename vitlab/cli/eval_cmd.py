@@ -32,7 +32,7 @@ def eval_cmd(checkpoint, data, split, batch_size, workers, device, precision, ou
 
     from vitlab.data import ImageFolderDataset, Preprocess, build_eval_transform, open_source
     from vitlab.engine.checkpoint import load_checkpoint
-    from vitlab.engine.loop import evaluate
+    from vitlab.evaluation.inference import evaluate
     from vitlab.errors import DataError
     from vitlab.evaluation.plots import save_confusion_png
     from vitlab.utils.device import resolve_device, resolve_precision

@@ -57,6 +57,21 @@ def save_resumable(run: RunDir, step: int, model: nn.Module, class_names: list[s
         run.weights(step_name(old)).unlink(missing_ok=True)
 
 
+def remove_stale_temp(run: RunDir) -> list[Path]:
+    """Delete the temporary files (``.NAME.*.tmp``) a killed save left in the run folder; returns them.
+
+    Every write goes to such a file first and is renamed into place only when complete, so a
+    temporary file that exists before the run starts belongs to no live write.
+    """
+    stale: list[Path] = []
+    for folder in (run.root, run.checkpoints):
+        if folder.is_dir():
+            stale += [p for p in folder.iterdir() if p.is_file() and p.name.startswith(".") and p.name.endswith(".tmp")]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return sorted(stale)
+
+
 def list_steps(run: RunDir) -> list[int]:
     """Steps that have a state file, oldest first."""
     if not run.checkpoints.is_dir():

@@ -1,0 +1,55 @@
+"""The engine's own settings: explicit values, never the whole run config (DESIGN rule 5)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """How the engine trains, whatever the task.
+
+    Attributes:
+        epochs, seed: length of the run and the seed of every random stream.
+        batch_size: micro-batch per process; the global batch is ``batch_size * world_size``.
+        workers: data-loader worker processes.
+        accum_steps: micro-batches per optimizer step.
+        clip_grad: max global gradient norm, or None (the raw norm is still logged).
+        nonfinite: ``stop`` raises at the first non-finite loss / gradient norm; ``skip`` drops
+            that update and goes on, up to ``max_bad_steps`` in a row (None: no limit).
+        log_every: a train record every N optimizer steps.
+        eval_every: validate every N epochs (and after the last).
+        max_steps_per_epoch: cap for smoke runs.
+        checkpoint_every: a resumable checkpoint every N steps, besides every epoch end.
+        keep: resumable checkpoints kept.
+        best_metric: the validation metric that chooses ``best.safetensors``.
+        ema_decay, ema_warmup: exponential moving average of the weights (None: off).
+        precision: fp32, bf16 or fp16 (resolved already).
+        compile: torch.compile the model.
+        fsdp: shard parameters with FSDP2 under torchrun (else DDP).
+        sync_bn: BatchNorm statistics over all processes; None: on when world size > 1.
+        tensorboard: event files in RUN/tb.
+    """
+
+    epochs: int
+    seed: int
+    batch_size: int
+    workers: int = 0
+    accum_steps: int = 1
+    clip_grad: float | None = None
+    nonfinite: Literal["stop", "skip"] = "stop"
+    max_bad_steps: int | None = None
+    log_every: int = 20
+    eval_every: int = 1
+    max_steps_per_epoch: int | None = None
+    checkpoint_every: int | None = None
+    keep: int = 2
+    best_metric: str = "val_top1"
+    ema_decay: float | None = None
+    ema_warmup: bool = True
+    precision: str = "fp32"
+    compile: bool = False
+    fsdp: bool = False
+    sync_bn: bool | None = None
+    tensorboard: bool = True

@@ -1,0 +1,87 @@
+"""Image classification as a :class:`~vitlab.tasks.base.Task`: cross-entropy (or soft-target
+cross-entropy under Mixup / CutMix), top-1 during training, top-1 / top-5 / loss / ECE on validation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from vitlab.data.mixup import MixupCutmix
+from vitlab.engine.distributed import DistInfo, all_reduce_sum_tensor
+from vitlab.evaluation.inference import evaluate
+from vitlab.evaluation.metrics import ClassificationMeter
+from vitlab.tasks.base import StepOutput, Task
+from vitlab.utils.device import autocast
+
+
+def classification_loss(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float) -> torch.Tensor:
+    """Mean cross-entropy in float32; ``targets`` (B,) class indices or (B, C) soft targets."""
+    if targets.ndim == 2:  # soft targets from Mixup / CutMix (smoothing already applied)
+        return torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+    return F.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing)
+
+
+class ClassificationTask(Task):
+    """Classification of ``(image (B, C, H, W), label (B,))`` batches.
+
+    Args:
+        train_data: yields (image tensor, label); per-sample seeded augmentation.
+        val_data: yields (image tensor, label) with the eval transform.
+        class_names: class names in label order.
+        label_smoothing: smoothing of the hard-target loss.
+        mixup: Mixup / CutMix on training batches, or None.
+        eval_batch_size, workers: the validation loader's.
+        max_eval_images: evaluate on the first N validation images only (smoke runs).
+    """
+
+    def __init__(self, train_data: Dataset, val_data: Dataset, class_names: list[str], label_smoothing: float = 0.0,
+                 mixup: MixupCutmix | None = None, eval_batch_size: int = 512, workers: int = 0,
+                 max_eval_images: int | None = None, drop_last: bool = True) -> None:
+        self.train_data, self.val_data, self.class_names = train_data, val_data, list(class_names)
+        self.label_smoothing, self.mixup = label_smoothing, mixup
+        self.eval_batch_size, self.workers, self.max_eval_images = eval_batch_size, workers, max_eval_images
+        self.drop_last = drop_last
+
+    def step(self, model: nn.Module, batch: Any, device: torch.device, precision: str, sample_seed: int) -> StepOutput:
+        images, targets = batch
+        images = images.to(device, non_blocking=True)
+        hard = targets.to(device, non_blocking=True)
+        soft = hard
+        if self.mixup is not None:
+            images, soft = self.mixup(images, hard, torch.Generator().manual_seed(sample_seed))
+        with autocast(device, precision):
+            logits = model(images)
+        loss = classification_loss(logits, soft, self.label_smoothing)
+        correct = float((logits.detach().argmax(1) == hard).sum())
+        return StepOutput(loss=loss, images=int(hard.shape[0]), sums={"correct": correct})
+
+    def summarize(self, sums: dict[str, float], images: int, micro_batches: int) -> dict[str, float]:
+        return {"train_top1": 100.0 * sums.get("correct", 0.0) / max(images, 1)}
+
+    def evaluate(self, model: nn.Module, device: torch.device, precision: str, info: DistInfo,
+                 prefix: str) -> dict[str, float]:
+        """This rank's share of the validation set, counts reduced over ranks."""
+        total = min(len(self.val_data), self.max_eval_images or len(self.val_data))  # type: ignore[arg-type]
+        indices = list(range(info.rank, total, info.world_size))
+        loader = DataLoader(Subset(self.val_data, indices), batch_size=self.eval_batch_size, num_workers=self.workers)
+        meter = evaluate(model, loader, device, precision, len(self.class_names))
+        if hasattr(model, "reshard"):  # FSDP2 keeps parameters unsharded after a no-grad forward
+            model.reshard()
+        if info.enabled:
+            t = all_reduce_sum_tensor(meter.to_tensor().to(device), info).cpu()
+            meter = ClassificationMeter(len(self.class_names))
+            meter.from_tensor(t)
+        return {f"{prefix}{k}": v for k, v in meter.result().items()}
+
+    def describe(self) -> str:
+        return (f"{len(self.train_data)} images, {len(self.class_names)} classes; "  # type: ignore[arg-type]
+                f"validating on {len(self.val_data)}")  # type: ignore[arg-type]
+
+    def epoch_line(self, record: dict[str, Any]) -> str:
+        val = "".join(f", {k} {v:.2f}" for k, v in record.items() if k.endswith("val_top1"))
+        return (f"train loss {record['train_loss']:.4f}, "
+                f"{record['images'] / max(record['seconds'], 1e-9):.0f} img/s{val}")
