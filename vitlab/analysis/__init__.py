@@ -5,7 +5,8 @@
 ...     logits = model(images)
 >>> maps = cap.effective()           # per layer (B, H, T, T), ReAttention's mixed maps included
 
-Capture (hooks on every :class:`vitlab.layers.Attention`), the metrics (rollout, mean attention
+Capture (the one recorder, :mod:`vitlab.layers.recorder`: hooks on every vitlab attention layer,
+found by base class, DETR's included), the metrics (rollout, mean attention
 distance, entropy, DeepViT's cross-layer and head similarity, position-embedding similarity,
 patch-embedding principal components), a batch runner that keeps only small statistics, figures,
 and the self-contained HTML report. See docs/analysis.md.

@@ -4,8 +4,9 @@ By default attention runs through ``F.scaled_dot_product_attention`` (fused kern
 matrix kept). When anyone needs the attention probabilities, the explicit path computes
 ``softmax(q k^T / sqrt(d))`` in the named submodule :attr:`Attention.attend`, whose output a
 forward hook can read. The explicit path is taken automatically when a hook is registered on
-``attend`` (this is how :mod:`vitlab.analysis` and ``forward_intermediates(return_attn=True)``
-capture maps), or always when ``fused`` is False. Both paths compute the same function.
+``attend`` (this is how the one recorder, :mod:`vitlab.layers.recorder`, captures maps for
+``forward_intermediates(return_attn=True)`` and :mod:`vitlab.analysis`), or always when ``fused``
+is False. Both paths compute the same function.
 
 Subclasses (DeepViT's re-attention) change what happens to the probabilities by overriding
 :meth:`Attention.transform_attn`; they are still found by ``isinstance(m, Attention)``.
@@ -20,8 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vitlab.layers.attention_base import AttentionBase, MapsSource
 
-class Attention(nn.Module):
+MIXING_SUBMODULES = ("reattend", "reattn")  # names under which a layer may expose its head mixing
+
+
+class Attention(AttentionBase):
     """Multi-head self-attention (ViT paper, Eq. 5-7 of appendix A).
 
     Args:
@@ -57,7 +62,21 @@ class Attention(nn.Module):
 
     def wants_maps(self) -> bool:
         """True when the explicit path must run: fused is off or a hook watches ``attend``."""
-        return not self.fused or bool(self.attend._forward_hooks) or bool(self.attend._forward_pre_hooks)
+        return not self.fused or super().wants_maps()
+
+    def mixed_maps_source(self) -> MapsSource | None:
+        """Subclasses that transform the maps: the mixing submodule's output, else ``attn_drop``'s input.
+
+        ``attn_drop`` receives ``transform_attn(softmax)`` on the explicit path, so it sees the
+        transformed maps of any subclass; a ``reattend`` / ``reattn`` submodule is read directly.
+        """
+        mixer = next((getattr(self, n) for n in MIXING_SUBMODULES if isinstance(getattr(self, n, None), nn.Module)),
+                     None)
+        if mixer is not None:
+            return mixer, "output"
+        if type(self).transform_attn is not Attention.transform_attn:
+            return self.attn_drop, "input"
+        return None
 
     def transform_attn(self, attn: torch.Tensor) -> torch.Tensor:
         """Hook point for subclasses: (B, H, T, T) probabilities -> (B, H, T, T). Identity here."""

@@ -10,6 +10,7 @@ not copies of it. :func:`build_vit` turns a :class:`ViTConfig` into constructor 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from collections.abc import Callable, Sequence
@@ -21,6 +22,7 @@ from torch import nn
 from vitlab.layers import Attention, DropPath, Mlp, PatchEmbed, TokenEmbed, to_2tuple
 from vitlab.layers.mlp import Activation
 from vitlab.layers.pos_embed import ResampleMethod, resample_pos_embed, sincos_2d
+from vitlab.layers.recorder import record_attention
 from vitlab.models.vit_config import ViTConfig
 
 
@@ -322,31 +324,24 @@ class VisionTransformer(nn.Module):
               ``logits``: (B, num_classes); ``grid_size``: (gh, gw);
               ``num_prefix_tokens``: int. T = num_prefix_tokens + gh * gw.
         """
-        depth = len(self.blocks)
-        wanted = _resolve_indices(indices, depth)
-        maps: dict[int, torch.Tensor] = {}
-        handles = []
-        if return_attn:
-            for i in wanted:
-                attn = self.blocks[i].attn
-                handles.append(attn.attend.register_forward_hook(_store_into(maps, i)))
-        try:
+        wanted = _resolve_indices(indices, len(self.blocks))
+        # The one recorder (vitlab.layers.recorder) on the reported blocks' attention; its hooks switch
+        # them to the explicit path for this call only.
+        recorder = record_attention(self, [self.blocks[i].attn for i in wanted], mixed=False) if return_attn else None
+        with recorder if recorder is not None else contextlib.nullcontext():
             h = self.embed(x)
             embed_out, outs = h, []
             for i, blk in enumerate(self.blocks):
                 h = blk(h)
                 if i in wanted:
                     outs.append(h)
-        finally:
-            for handle in handles:
-                handle.remove()
         feats = self.norm(h)
         pre = self.forward_head(feats, pre_logits=True)
         return {
             "indices": wanted,
             "embed": embed_out,
             "blocks": outs,
-            "attn": [maps[i] for i in wanted] if return_attn else [],
+            "attn": recorder.maps("softmax") if recorder is not None else [],
             "features": feats,
             "pre_logits": pre,
             "logits": self.head(self.head_drop(pre)) if self.head_dist is None else self.forward_head(feats),
@@ -369,13 +364,6 @@ def _resolve_indices(indices: int | Sequence[int] | None, depth: int) -> list[in
             raise ValueError(f"block index {i} out of range for depth {depth}")
         out.append(j)
     return sorted(set(out))
-
-
-def _store_into(store: dict[int, torch.Tensor], key: int) -> Callable:
-    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-        store[key] = output.detach()
-
-    return hook
 
 
 def build_vit(cfg: ViTConfig) -> VisionTransformer:

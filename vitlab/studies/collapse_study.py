@@ -32,7 +32,7 @@ from torch import nn
 
 from vitlab.config import read_yaml, resolve_config
 from vitlab.errors import ConfigError
-from vitlab.layers import ReAttention
+from vitlab.layers.recorder import record_attention
 
 
 @dataclass
@@ -41,8 +41,8 @@ class StudySettings:
 
     depths: tuple[int, ...] = (8, 16, 24)
     variants: dict[str, dict[str, Any]] = field(default_factory=lambda: {
-        "self-attention": {"attn_type": "mhsa"},
-        "re-attention": {"attn_type": "reattention"},
+        "self-attention": {"attn": "mhsa"},
+        "re-attention": {"attn": "reattention"},
     })
     eval_images: int = 500  # held-out images for the similarity measurement
     threshold: float = 0.8
@@ -99,32 +99,19 @@ def measure(model: nn.Module, images: torch.Tensor, threshold: float = 0.8, batc
     from vitlab.analysis.collapse import cross_layer_similarity
 
     model.eval()
-    mixers = {i: b.attn.reattend for i, b in enumerate(model.blocks) if isinstance(b.attn, ReAttention)}
     sums = {"softmax": 0.0, "mixed": 0.0, "centered": 0.0}
-    for start in range(0, len(images), batch):
-        x = images[start:start + batch]
-        mixed: dict[int, torch.Tensor] = {}
-        handles = [m.register_forward_hook(_keep(mixed, i)) for i, m in mixers.items()]
-        try:
-            soft = model.forward_intermediates(x, return_attn=True)["attn"]
-        finally:
-            for h in handles:
-                h.remove()
-        # float64: peaked maps have columns of ~1e-25 whose squared norm underflows in float32.
-        soft = [a.double() for a in soft]
-        eff = [mixed.get(i, a).double() for i, a in enumerate(soft)]
-        sums["softmax"] = sums["softmax"] + cross_layer_similarity(soft).sum(0)
-        sums["mixed"] = sums["mixed"] + cross_layer_similarity(eff).sum(0)
-        centered = [a - 1.0 / a.shape[-1] for a in soft]
-        sums["centered"] = sums["centered"] + cross_layer_similarity(centered).sum(0)
+    with record_attention(model, [b.attn for b in model.blocks]) as rec:  # the one recorder, every block
+        for start in range(0, len(images), batch):
+            rec.clear()
+            model(images[start:start + batch])
+            # float64: peaked maps have columns of ~1e-25 whose squared norm underflows in float32.
+            soft = [a.double() for a in rec.maps("softmax")]
+            eff = [a.double() for a in rec.maps("effective")]  # re-attention blocks: the mixed maps
+            sums["softmax"] = sums["softmax"] + cross_layer_similarity(soft).sum(0)
+            sums["mixed"] = sums["mixed"] + cross_layer_similarity(eff).sum(0)
+            centered = [a - 1.0 / a.shape[-1] for a in soft]
+            sums["centered"] = sums["centered"] + cross_layer_similarity(centered).sum(0)
     return {kind: summarize(total / len(images), threshold) for kind, total in sums.items()}
-
-
-def _keep(store: dict[int, torch.Tensor], key: int) -> Callable:
-    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-        store[key] = output.detach()
-
-    return hook
 
 
 def summarize(matrix: torch.Tensor, threshold: float) -> dict[str, Any]:

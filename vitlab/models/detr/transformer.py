@@ -6,7 +6,10 @@ object-query embeddings ``query_pos`` to the decoder slots. The decoder starts f
 returns the normalised output of every layer, for the auxiliary losses.
 
 Module names follow the authors' code (``self_attn``, ``multihead_attn``, ``linear1``, ``norm1``...)
-so their checkpoints map onto this one key for key.
+so their checkpoints map onto this one key for key. Every attention is a
+:class:`vitlab.layers.mha.MultiheadAttention` (``nn.MultiheadAttention`` with the same parameters),
+so the one attention recorder (:mod:`vitlab.layers.recorder`) reads the encoder's self-attention
+(B, H, T, T) and the decoder's cross-attention (B, H, Q, T) like any ViT's maps.
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from vitlab.layers.mha import MultiheadAttention
+from vitlab.layers.recorder import record_attention
 
 
 def _with_pos(x: torch.Tensor, pos: torch.Tensor | None) -> torch.Tensor:
@@ -25,7 +31,7 @@ class EncoderLayer(nn.Module):
 
     def __init__(self, d_model: int, nhead: int, dim_feedforward: int, dropout: float) -> None:
         super().__init__()
-        self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
+        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout)
         self.linear1 = nn.Linear(d_model, dim_feedforward)
         self.linear2 = nn.Linear(dim_feedforward, d_model)
         self.norm1 = nn.LayerNorm(d_model)
@@ -46,8 +52,8 @@ class DecoderLayer(nn.Module):
 
     def __init__(self, d_model: int, nhead: int, dim_feedforward: int, dropout: float) -> None:
         super().__init__()
-        self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
-        self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
+        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout)
+        self.multihead_attn = MultiheadAttention(d_model, nhead, dropout=dropout)
         self.linear1 = nn.Linear(d_model, dim_feedforward)
         self.linear2 = nn.Linear(dim_feedforward, d_model)
         self.norm1 = nn.LayerNorm(d_model)
@@ -65,16 +71,15 @@ class DecoderLayer(nn.Module):
         memory_key_padding_mask: torch.Tensor | None,
         pos: torch.Tensor | None,
         query_pos: torch.Tensor | None,
-        need_weights: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """tgt (B, Q, D), memory (B, T, D) -> (tgt, cross-attention (B, Q, T) averaged over heads or None)."""
+    ) -> torch.Tensor:
+        """tgt (B, Q, D), memory (B, T, D) -> tgt (B, Q, D)."""
         q = k = _with_pos(tgt, query_pos)
         tgt = self.norm1(tgt + self.dropout1(self.self_attn(q, k, tgt, need_weights=False)[0]))
-        out, attn = self.multihead_attn(_with_pos(tgt, query_pos), _with_pos(memory, pos), memory,
-                                        key_padding_mask=memory_key_padding_mask, need_weights=need_weights)
+        out = self.multihead_attn(_with_pos(tgt, query_pos), _with_pos(memory, pos), memory,
+                                  key_padding_mask=memory_key_padding_mask, need_weights=False)[0]
         tgt = self.norm2(tgt + self.dropout2(out))
         ffn = self.linear2(self.dropout(F.relu(self.linear1(tgt))))
-        return self.norm3(tgt + self.dropout3(ffn)), attn
+        return self.norm3(tgt + self.dropout3(ffn))
 
 
 class TransformerEncoder(nn.Module):
@@ -96,14 +101,14 @@ class TransformerDecoder(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.norm = nn.LayerNorm(d_model)
 
-    def forward(self, tgt, memory, memory_key_padding_mask, pos, query_pos, need_weights: bool = False):
-        outs, attn = [], None
-        for i, layer in enumerate(self.layers):
-            last = i == len(self.layers) - 1
-            tgt, a = layer(tgt, memory, memory_key_padding_mask, pos, query_pos, need_weights and last)
-            attn = a if last else attn
+    def forward(self, tgt: torch.Tensor, memory: torch.Tensor, memory_key_padding_mask: torch.Tensor | None,
+                pos: torch.Tensor | None, query_pos: torch.Tensor | None) -> torch.Tensor:
+        """tgt (B, Q, D), memory (B, T, D) -> (L, B, Q, D)."""
+        outs = []
+        for layer in self.layers:
+            tgt = layer(tgt, memory, memory_key_padding_mask, pos, query_pos)
             outs.append(self.norm(tgt))
-        return torch.stack(outs), attn
+        return torch.stack(outs)
 
 
 class Transformer(nn.Module):
@@ -142,12 +147,16 @@ class Transformer(nn.Module):
             mask: (B, h, w) bool, True on padding.
             query_embed: (Q, D) learned object queries (used as query positions).
             pos_embed: (B, D, h, w) spatial encodings.
-            need_weights: also return the last decoder layer's cross-attention.
+            need_weights: also return the last decoder layer's cross-attention (through the recorder).
 
         Returns:
             {"hs": (L, B, Q, D) decoder outputs per layer, "memory": (B, h*w, D) encoder output,
-             "cross_attn": (B, Q, h*w) or None}.
+             "cross_attn": (B, Q, h*w) averaged over heads, or None}.
         """
+        if need_weights:
+            with record_attention(self, [self.decoder.layers[-1].multihead_attn], mixed=False) as rec:
+                out = self.forward(src, mask, query_embed, pos_embed)
+            return {**out, "cross_attn": rec.layer(0, "softmax").mean(1)}
         B = src.shape[0]
         src = src.flatten(2).transpose(1, 2)  # (B, T, D)
         pos = pos_embed.flatten(2).transpose(1, 2)
@@ -155,5 +164,5 @@ class Transformer(nn.Module):
         query_pos = query_embed.unsqueeze(0).expand(B, -1, -1)
         memory = self.encoder(src, key_mask, pos)
         tgt = torch.zeros_like(query_pos)
-        hs, attn = self.decoder(tgt, memory, key_mask, pos, query_pos, need_weights)
-        return {"hs": hs, "memory": memory, "cross_attn": attn}
+        hs = self.decoder(tgt, memory, key_mask, pos, query_pos)
+        return {"hs": hs, "memory": memory, "cross_attn": None}
