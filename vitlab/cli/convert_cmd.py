@@ -4,11 +4,18 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import click
 
-_IN = ["vitlab", "timm", "hf", "torchvision", "npz", "mindspore"]
-_OUT = ["vitlab", "timm", "hf", "torchvision", "mindspore"]
+from vitlab.weights.formats import readable, writable
+
+if TYPE_CHECKING:
+    from vitlab.weights.api import Imported
+
+# the choices come from the format table (vitlab/weights/formats.py)
+_IN = list(readable())
+_OUT = list(writable())
 _METHODS = ["bicubic-aa", "bicubic", "bilinear", "nearest"]
 
 
@@ -46,7 +53,7 @@ def convert_cmd(src, dst, src_fmt, dst_fmt, img_size, num_classes, num_heads, mo
                 align_corners, verify) -> None:
     """Convert SRC (file or HF folder) into DST in another library's layout."""
     from vitlab.weights import surgery
-    from vitlab.weights.api import detect_format, export_weights, import_weights, read_source
+    from vitlab.weights.api import detect_format, export_weights, import_weights
 
     src_fmt = src_fmt or detect_format(src)
     imp = import_weights(src, src_fmt, img_size=_size(img_size), num_classes=num_classes, model_name=model_name,
@@ -63,30 +70,38 @@ def convert_cmd(src, dst, src_fmt, dst_fmt, img_size, num_classes, num_heads, mo
     for rec in imp.info["surgery"]:
         click.echo(f"surgery: {json.dumps(rec)}")
     if verify:
-        from vitlab.errors import VitlabError
-        from vitlab.weights.verify import compare, peer_forward
+        _verify(src, dst, src_fmt, dst_fmt, imp, reset_head=num_classes is not None, patch_changed=patch_size is not None,
+                known={"num_heads": num_heads, "img_size": _size(img_size)})
 
-        if num_classes is not None and imp.info["surgery"] and any(r["op"] == "reset_classifier" for r in imp.info["surgery"]):
-            click.echo("verify: skipped, the head was re-initialised")
+
+def _verify(src: str, dst: str, src_fmt: str, dst_fmt: str, imp: Imported, reset_head: bool, patch_changed: bool,
+            known: dict) -> None:
+    """Run SRC and DST each in its own library (the format table's peers) and print how far they differ."""
+    from vitlab.errors import VitlabError
+    from vitlab.weights.api import read_source
+    from vitlab.weights.verify import compare, peer_forward
+
+    cfg = imp.model.config
+    if reset_head and any(r["op"] == "reset_classifier" for r in imp.info["surgery"]):
+        click.echo("verify: skipped, the head was re-initialised")
+        return
+    if patch_changed:
+        click.echo("verify: skipped, the patch size changed")
+        return
+    src_cfg = read_source(src, src_fmt, **known).config  # a vitlab file ignores `known`: it describes itself
+    src_cfg = src_cfg.replace(num_heads=cfg.num_heads, norm_eps=cfg.norm_eps, act=cfg.act)
+    runs = []
+    for fmt, path, c in ((src_fmt, src, src_cfg), (dst_fmt, dst, cfg)):
+        try:
+            runs.append(peer_forward(fmt, path, c))
+        except (VitlabError, ImportError, RuntimeError, KeyError, ValueError) as err:
+            why = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            click.echo(f"verify: skipped, no peer library could run {path} ({fmt}): {why}")
             return
-        if patch_size is not None:
-            click.echo("verify: skipped, the patch size changed")
-            return
-        known = {"num_heads": num_heads, "img_size": _size(img_size)}
-        src_cfg = read_source(src, src_fmt, **known)[0] if src_fmt != "vitlab" else read_source(src, src_fmt)[0]
-        src_cfg = src_cfg.replace(num_heads=cfg.num_heads, norm_eps=cfg.norm_eps, act=cfg.act)
-        runs = []
-        for fmt, path, c in ((src_fmt, src, src_cfg), (dst_fmt, dst, cfg)):
-            try:
-                runs.append(peer_forward(fmt, path, c))
-            except (VitlabError, ImportError, RuntimeError, KeyError, ValueError) as err:
-                why = (str(err).strip().splitlines() or [type(err).__name__])[0]
-                click.echo(f"verify: skipped, no peer library could run {path} ({fmt}): {why}")
-                return
-        result = compare(runs[0], runs[1], src_cfg, cfg)
-        note = " (result fed resized inputs: this measures the resampling)" if result["resized"] else ""
-        click.echo(f"verify: max abs logit difference {result['max_abs_diff']:.3e}, top-1 agreement "
-                   f"{result['top1_agree']:.0%}{note}")
+    result = compare(runs[0], runs[1], src_cfg, cfg)
+    note = " (result fed resized inputs: this measures the resampling)" if result["resized"] else ""
+    click.echo(f"verify: max abs logit difference {result['max_abs_diff']:.3e}, top-1 agreement "
+               f"{result['top1_agree']:.0%}{note}")
 
 
 @click.command("resample-audit")

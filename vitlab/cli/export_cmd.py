@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import click
 
-_FORMATS = ["onnx", "torch-export", "vitlab", "timm", "hf", "torchvision", "mindspore"]
+from vitlab.weights.formats import writable
+
+# deployable graphs, then every weight layout of the format table (vitlab/weights/formats.py)
+_GRAPHS = ["onnx", "torch-export"]
+_FORMATS = [*_GRAPHS, *writable()]
 
 
 @click.command("export")

@@ -25,6 +25,7 @@ from vitlab.weights.errors import MalformedFileError, MappingError
 from vitlab.weights.infer import infer_vit_config
 from vitlab.weights.io import read_safetensors, read_torch, write_safetensors
 from vitlab.weights.keymap import Rule, block_depth, cat0, from_vitlab, require_plain_vit, split3, to_vitlab
+from vitlab.weights.source import Forward, Source
 
 _ACTS = {"gelu": "gelu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh", "gelu_fast": "gelu_tanh", "relu": "relu"}
 _ACTS_BACK = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu": "relu"}
@@ -212,3 +213,30 @@ def build_hf(cfg: ViTConfig) -> nn.Module:
     if cfg.num_classes:
         return ViTForImageClassification(hc).eval()
     return ViTModel(hc, add_pooling_layer=bool(cfg.representation_size)).eval()
+
+
+# ------------------------------------------------------------ the format table's row (formats.py)
+def source_from(raw: tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]], source: str,
+                known: Mapping[str, Any]) -> Source:
+    """What :func:`read_folder` read (state, config.json, preprocessor config) in vitlab's layout."""
+    theirs, config, pre = raw
+    cfg, state, names = import_state(theirs, config, pre, source, **known)
+    return Source(cfg, state, names, {})
+
+
+def write_file(model: VisionTransformer, path: Path, class_names: list[str], info: Mapping[str, Any]) -> None:
+    """A folder that ``from_pretrained`` loads (see :func:`write_folder`)."""
+    write_folder(model, path, class_names)
+
+
+def peer(path: Path, cfg: ViTConfig) -> Forward:
+    """transformers' own model loaded from the folder with ``from_pretrained``."""
+    import transformers
+
+    if cfg.num_classes:
+        model = transformers.ViTForImageClassification.from_pretrained(path).eval()
+        return lambda x: model(pixel_values=x).logits
+    model = transformers.AutoModel.from_pretrained(path).eval()
+    if cfg.representation_size:
+        return lambda x: model(pixel_values=x).pooler_output
+    return lambda x: model(pixel_values=x).last_hidden_state[:, 0]

@@ -13,6 +13,7 @@ counters; those are skipped and reported.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,6 +23,8 @@ from vitlab.models.vit_config import ViTConfig
 from vitlab.weights.errors import MappingError
 from vitlab.weights.infer import infer_vit_config
 from vitlab.weights.keymap import Rule, block_depth, from_vitlab, require_plain_vit, to_vitlab
+from vitlab.weights.mindspore_ckpt import write_ckpt
+from vitlab.weights.source import Source
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # Optimizer state and training counters that MindSpore's ModelCheckpoint saves beside the weights.
@@ -124,3 +127,15 @@ def export_state(model: VisionTransformer) -> dict[str, torch.Tensor]:
         raise MappingError("export to mindspore: mindcv's ViT has no distillation token, pre-logits layer, "
                            "conv stem or fixed position table")
     return {k: v.float() for k, v in from_vitlab(model.state_dict(), RULES, cfg.depth, "mindspore").items()}
+
+
+# ------------------------------------------------------------ the format table's row (formats.py)
+def source_from(theirs: Mapping[str, torch.Tensor], source: str, known: Mapping[str, Any]) -> Source:
+    """A mindcv checkpoint in vitlab's layout; skipped optimizer / counter keys go to ``info``."""
+    cfg, state, ignored = import_state(theirs, source, **known)
+    return Source(cfg, state, [], {"ignored_keys": ignored})
+
+
+def write_file(model: VisionTransformer, path: Path, class_names: list[str], info: Mapping[str, Any]) -> None:
+    """A MindSpore .ckpt with mindcv's parameter names."""
+    write_ckpt(path, export_state(model))

@@ -31,6 +31,7 @@ from vitlab.models.vit_config import ViTConfig
 from vitlab.weights.errors import MappingError
 from vitlab.weights.infer import infer_vit_config
 from vitlab.weights.keymap import Rule, block_depth, to_vitlab
+from vitlab.weights.source import Source
 
 PREFIXES = ("opt/target/", "params/img/", "params/")
 
@@ -160,3 +161,10 @@ def describe(arrays: Mapping[str, np.ndarray]) -> str:
     keys = list(arrays)
     scanned = any(re.search(r"encoderblock/", k) for k in keys)
     return f"{len(keys)} arrays, {'scanned' if scanned else 'per-block'} layout"
+
+
+# ------------------------------------------------------------ the format table's row (formats.py)
+def source_from(arrays: Mapping[str, np.ndarray], source: str, known: Mapping[str, Any]) -> Source:
+    """The arrays of a Google .npz checkpoint in vitlab's layout."""
+    cfg, state = import_state(arrays, source, **known)
+    return Source(cfg, state, [], {})

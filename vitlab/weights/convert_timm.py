@@ -9,7 +9,9 @@ nothing to the class token, so the function is unchanged.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,7 +21,9 @@ from vitlab.models.vit import VisionTransformer
 from vitlab.models.vit_config import ViTConfig
 from vitlab.weights.errors import MappingError
 from vitlab.weights.infer import infer_vit_config
+from vitlab.weights.io import read_state, write_safetensors, write_torch
 from vitlab.weights.keymap import Rule, block_depth, from_vitlab, require_plain_vit, to_vitlab
+from vitlab.weights.source import Forward, Source
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -127,3 +131,49 @@ def _cfg(model: nn.Module) -> ViTConfig:
     if not isinstance(cfg, ViTConfig):
         raise MappingError(f"{type(model).__name__} has no ViTConfig; build it with create_model()")
     return cfg
+
+
+# ------------------------------------------------------------ the format table's row (formats.py)
+_HYBRID_KEY = "patch_embed.backbone.stem.conv.weight"  # a ResNet-ViT hybrid (convert_timm_hybrid)
+
+
+def source_from(theirs: Mapping[str, torch.Tensor], source: str, known: Mapping[str, Any]) -> Source:
+    """A timm state dict (plain ViT / DeiT, or the ResNet hybrid) in vitlab's layout."""
+    if _HYBRID_KEY in theirs:
+        from vitlab.weights.convert_timm_hybrid import import_state as import_hybrid
+
+        cfg, state = import_hybrid(theirs, source, **known)
+    else:
+        cfg, state = import_state(theirs, source, **known)
+    return Source(cfg, state, [], {})
+
+
+def write_file(model: VisionTransformer, path: Path, class_names: list[str], info: Mapping[str, Any]) -> None:
+    """timm's layout: .safetensors (with timm's metadata) or a plain torch state dict, by suffix."""
+    if model.config.stem == "resnetv2":
+        from vitlab.weights.convert_timm_hybrid import export_state as export_hybrid
+
+        state = export_hybrid(model)
+    else:
+        state = export_state(model)
+    if path.suffix == ".safetensors":
+        write_safetensors(path, state, {"format": "pt", "timm_kwargs": json.dumps(timm_kwargs(model.config)),
+                                        "architecture": str(getattr(model, "model_name", "") or "")})
+    else:
+        write_torch(path, state)
+
+
+def peer(path: Path, cfg: ViTConfig) -> Forward:
+    """timm's own VisionTransformer for ``cfg`` holding the file's tensors unchanged."""
+    model = build_timm(cfg).eval()
+    model.load_state_dict(read_state(path), strict=True)
+    return model
+
+
+def peer_npz(path: Path, cfg: ViTConfig) -> Forward:
+    """timm's VisionTransformer filled by timm's own Google .npz loader (no vitlab key map involved)."""
+    from timm.models.vision_transformer import _load_weights
+
+    model = build_timm(cfg).eval()
+    _load_weights(model, str(path))
+    return model

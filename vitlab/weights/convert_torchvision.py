@@ -9,6 +9,7 @@ Files are plain state dicts read with ``weights_only=True``.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,7 +19,9 @@ from vitlab.models.vit import VisionTransformer
 from vitlab.models.vit_config import ViTConfig
 from vitlab.weights.errors import MappingError
 from vitlab.weights.infer import infer_vit_config
+from vitlab.weights.io import read_torch, write_torch
 from vitlab.weights.keymap import Rule, block_depth, from_vitlab, require_plain_vit, to_vitlab
+from vitlab.weights.source import Forward, Source
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # torchvision's builders: name -> (patch, layers, heads, width, mlp)
@@ -95,3 +98,22 @@ def build_torchvision(cfg: ViTConfig) -> nn.Module:
     return TvViT(image_size=cfg.img_size[0], patch_size=cfg.patch_size, num_layers=cfg.depth, num_heads=cfg.num_heads,
                  hidden_dim=cfg.embed_dim, mlp_dim=cfg.mlp_dim, num_classes=cfg.num_classes,
                  representation_size=cfg.representation_size, norm_layer=partial(nn.LayerNorm, eps=cfg.norm_eps))
+
+
+# ------------------------------------------------------------ the format table's row (formats.py)
+def source_from(theirs: Mapping[str, torch.Tensor], source: str, known: Mapping[str, Any]) -> Source:
+    """A torchvision ``vit_*`` state dict in vitlab's layout."""
+    cfg, state = import_state(theirs, source, **known)
+    return Source(cfg, state, [], {})
+
+
+def write_file(model: VisionTransformer, path: Path, class_names: list[str], info: Mapping[str, Any]) -> None:
+    """A plain torch state dict with torchvision's names."""
+    write_torch(path, export_state(model))
+
+
+def peer(path: Path, cfg: ViTConfig) -> Forward:
+    """torchvision's VisionTransformer for ``cfg`` holding the file's tensors unchanged."""
+    model = build_torchvision(cfg).eval()
+    model.load_state_dict(read_torch(path), strict=True)
+    return model

@@ -69,6 +69,12 @@ def read_torch(path: str | Path) -> dict[str, torch.Tensor]:
     return dict(obj)
 
 
+def read_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from a .safetensors file (validated) or a torch file (``weights_only``), by suffix."""
+    path = Path(path)
+    return read_safetensors(path)[0] if path.suffix.lower() == ".safetensors" else read_torch(path)
+
+
 def validate_safetensors_header(path: str | Path) -> tuple[dict, dict[str, str]]:
     """Check a safetensors file's framing; return (tensor entries, metadata) or raise MalformedFileError."""
     path = Path(path)

@@ -13,6 +13,7 @@ from functools import lru_cache
 from importlib import resources
 
 from vitlab.errors import ConfigError
+from vitlab.weights.formats import FORMATS
 
 INCEPTION = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -37,7 +38,7 @@ class WeightSpec:
 
     model: str
     tag: str
-    fmt: str  # source format understood by vitlab.weights.api: timm, hf, torchvision, npz, mindspore
+    fmt: str  # a readable record of vitlab.weights.formats.FORMATS: timm, hf, torchvision, npz, mindspore
     url: str  # https URL, or "hf://<repo id>/<file>" for the Hugging Face hub
     sha256: str | None = None
     img_size: int = 224
@@ -50,6 +51,11 @@ class WeightSpec:
     license: str = "apache-2.0"
     extra: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # a spec names a source the format table can read; a typo would only fail at download time
+        if self.fmt not in FORMATS or not FORMATS[self.fmt].readable:
+            raise ConfigError(f"spec {self.model}.{self.tag}: unknown source format {self.fmt!r}")
+
     @property
     def name(self) -> str:
         return f"{self.model}.{self.tag}"
@@ -58,11 +64,11 @@ class WeightSpec:
     def filename(self) -> str:
         """Cache file name: the URL's own suffix where it has a known one, else the format's."""
         suffix = self.url.rsplit(".", 1)[-1].lower()
-        return f"{self.name}.{suffix if suffix in _SUFFIXES else _EXT[self.fmt]}"
+        return f"{self.name}.{suffix if suffix in _SUFFIXES else FORMATS[self.fmt].download_suffix}"
 
 
-_SUFFIXES = {"safetensors", "pth", "pt", "bin", "npz", "ckpt"}
-_EXT = {"timm": "safetensors", "torchvision": "pth", "npz": "npz", "mindspore": "ckpt", "hf": "safetensors"}
+# every suffix some format uses (from the format table), without the dot
+_SUFFIXES = {s.lstrip(".") for f in FORMATS.values() for s in f.suffixes}
 _HFT = "hf://timm/{}/model.safetensors"
 _TV = "https://download.pytorch.org/models/{}"
 _GS = "https://storage.googleapis.com/vit_models/{}"

@@ -2,64 +2,33 @@
 
 :func:`peer_forward` loads a file with the library it came from (timm, transformers,
 torchvision; vitlab itself for vitlab files; timm's own .npz loader for Google checkpoints) and
-returns ``images -> logits``. Comparing source and result this way tests the conversion against
+returns ``images -> logits``. Which library runs which format is the ``peer`` of each record in
+:mod:`vitlab.weights.formats`. Comparing source and result this way tests the conversion against
 an implementation that shares none of its key map.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+import vitlab.weights.formats as formats
 from vitlab.models.vit_config import ViTConfig
 from vitlab.weights.errors import MappingError
+from vitlab.weights.source import Forward
 
-Forward = Callable[[torch.Tensor], torch.Tensor]
+__all__ = ["Forward", "compare", "peer_forward"]
 
 
 def peer_forward(fmt: str, path: str | Path, cfg: ViTConfig) -> Forward:
     """``images -> logits`` of the file at ``path`` run by its own library; ``cfg`` describes its architecture."""
-    path = Path(path)
-    if fmt == "vitlab":
-        from vitlab.weights.rebuild import load_checkpoint
-
-        model = load_checkpoint(path).model.eval()
-        return model
-    if fmt in ("timm", "npz"):
-        from vitlab.weights.convert_timm import build_timm
-
-        model = build_timm(cfg).eval()
-        if fmt == "npz":
-            from timm.models.vision_transformer import _load_weights
-
-            _load_weights(model, str(path))
-        else:
-            from vitlab.weights.io import read_safetensors, read_torch
-
-            state = read_safetensors(path)[0] if path.suffix == ".safetensors" else read_torch(path)
-            model.load_state_dict(state, strict=True)
-        return model
-    if fmt == "torchvision":
-        from vitlab.weights.convert_torchvision import build_torchvision
-        from vitlab.weights.io import read_torch
-
-        model = build_torchvision(cfg).eval()
-        model.load_state_dict(read_torch(path), strict=True)
-        return model
-    if fmt == "hf":
-        import transformers
-
-        model = transformers.AutoModel.from_pretrained(path) if not cfg.num_classes else \
-            transformers.ViTForImageClassification.from_pretrained(path)
-        model = model.eval()
-        if cfg.num_classes:
-            return lambda x: model(pixel_values=x).logits
-        return lambda x: model(pixel_values=x).pooler_output if cfg.representation_size else model(pixel_values=x).last_hidden_state[:, 0]
-    raise MappingError(f"no peer library to run {fmt!r} files with here (mindcv needs MindSpore)" if fmt == "mindspore"
-                       else f"no peer library to run {fmt!r} files with")
+    record = formats.FORMATS.get(fmt)
+    if record is None or record.peer is None:
+        why = f" here ({record.no_peer_why})" if record is not None and record.no_peer_why else ""
+        raise MappingError(f"no peer library to run {fmt!r} files with{why}")
+    return record.peer(Path(path), cfg)
 
 
 @torch.no_grad()

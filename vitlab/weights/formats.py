@@ -1,0 +1,126 @@
+"""One table of weight formats: every source and target vitlab knows, one record each.
+
+A :class:`WeightFormat` says which file suffixes the format uses, how to recognise a file, how
+to read it, how to turn what was read into vitlab's layout, how to write a vitlab model in it,
+and how to run a file in the format's own library (the peer behind ``vitlab convert --verify``).
+:mod:`vitlab.weights.api`, :mod:`vitlab.weights.verify`, the CLI's ``--from`` / ``--to`` /
+``--format`` choices and the pretrained specs' cache names all derive from :data:`FORMATS`, so a
+new source is one converter file (``convert_<name>.py``) plus one record here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vitlab.models.vit import VisionTransformer
+from vitlab.models.vit_config import ViTConfig
+# module imports, not ``from vitlab.weights import``: that would import the package's __init__,
+# which imports vitlab.weights.api, which imports this table
+import vitlab.weights.convert_hf as convert_hf
+import vitlab.weights.convert_mindspore as convert_mindspore
+import vitlab.weights.convert_npz as convert_npz
+import vitlab.weights.convert_timm as convert_timm
+import vitlab.weights.convert_torchvision as convert_torchvision
+import vitlab.weights.convert_vitlab as convert_vitlab
+from vitlab.weights.errors import MalformedFileError, MappingError
+from vitlab.weights.io import read_npz, read_state
+from vitlab.weights.mindspore_ckpt import read_ckpt
+from vitlab.weights.source import Forward, Source
+
+Reader = Callable[[Path], Any]
+ToVitlab = Callable[[Any, str, Mapping[str, Any]], Source]
+Writer = Callable[[VisionTransformer, Path, list[str], Mapping[str, Any]], None]
+Peer = Callable[[Path, ViTConfig], Forward]
+
+
+@dataclass(frozen=True)
+class WeightFormat:
+    """One weight format. A missing callable means the direction is not supported."""
+
+    name: str
+    summary: str
+    suffixes: tuple[str, ...]  # of the weight files (inside the folder for hf); the first names a download
+    detect: Callable[[Path], bool] | None = None  # True when a path surely is this format; None: never guessed
+    read: Reader | None = None  # path -> the file's content, in the format's own names
+    to_vitlab: ToVitlab | None = None  # (content, source name, known config fields) -> vitlab layout
+    from_vitlab: Writer | None = None  # (model, path, class names, info) -> file(s) in this format
+    peer: Peer | None = None  # (path, architecture) -> images -> logits, run by the format's own library
+    no_peer_why: str = ""  # said when peer is None
+    records_heads: bool = True  # False: the files do not say the attention heads, so they are guessed
+
+    @property
+    def readable(self) -> bool:
+        return self.read is not None and self.to_vitlab is not None
+
+    @property
+    def writable(self) -> bool:
+        return self.from_vitlab is not None
+
+    @property
+    def download_suffix(self) -> str:
+        """The suffix of a downloaded file of this format, without the dot."""
+        return self.suffixes[0].lstrip(".")
+
+
+def _suffix_in(*suffixes: str) -> Callable[[Path], bool]:
+    """A detector by file suffix (a folder is never a single-file format)."""
+    return lambda path: path.suffix.lower() in suffixes and not path.is_dir()
+
+
+# Detection tries the records in this order and takes the first match: vitlab comes before timm
+# because both use .safetensors (a vitlab file says so in its metadata).
+_TABLE = (
+    WeightFormat("vitlab", "vitlab's self-describing .safetensors", (".safetensors",), convert_vitlab.is_vitlab_file,
+                 convert_vitlab.read_file, convert_vitlab.source_from, convert_vitlab.write_file, convert_vitlab.peer),
+    WeightFormat("timm", "timm vit_* / deit_* / ResNet hybrid state dict", (".safetensors", ".pth", ".pt", ".bin"),
+                 _suffix_in(".safetensors", ".pth", ".pt", ".bin"), read_state, convert_timm.source_from,
+                 convert_timm.write_file, convert_timm.peer, records_heads=False),
+    WeightFormat("hf", "Hugging Face transformers ViT folder", (".safetensors", ".bin"), lambda path: path.is_dir(),
+                 convert_hf.read_folder, convert_hf.source_from, convert_hf.write_file, convert_hf.peer),
+    WeightFormat("torchvision", "torchvision vit_* state dict", (".pth",), None, read_state,
+                 convert_torchvision.source_from, convert_torchvision.write_file, convert_torchvision.peer,
+                 records_heads=False),
+    WeightFormat("npz", "Google JAX / big_vision .npz", (".npz",), _suffix_in(".npz"), read_npz,
+                 convert_npz.source_from, None, convert_timm.peer_npz),
+    WeightFormat("mindspore", "MindSpore / mindcv .ckpt", (".ckpt",), _suffix_in(".ckpt"), read_ckpt,
+                 convert_mindspore.source_from, convert_mindspore.write_file, None,
+                 no_peer_why="mindcv needs MindSpore", records_heads=False),
+)
+FORMATS: dict[str, WeightFormat] = {f.name: f for f in _TABLE}
+
+
+def readable() -> tuple[str, ...]:
+    """Names of the formats vitlab reads (the CLI's ``--from`` choices)."""
+    return tuple(f.name for f in _TABLE if f.readable)
+
+
+def writable() -> tuple[str, ...]:
+    """Names of the formats vitlab writes (the CLI's ``--to`` choices)."""
+    return tuple(f.name for f in _TABLE if f.writable)
+
+
+def get_format(name: str, direction: str = "source") -> WeightFormat:
+    """The record of ``name``, checked for ``direction`` ("source" or "target"); MappingError otherwise."""
+    names = readable() if direction == "source" else writable()
+    if name not in names:
+        raise MappingError(f"unknown {direction} format {name!r}; choose from {', '.join(names)}")
+    return FORMATS[name]
+
+
+def detect_format(path: str | Path) -> str:
+    """Guess the source format from the path (folder, suffix, leading bytes)."""
+    path = Path(path)
+    for fmt in _TABLE:
+        if fmt.detect is not None and fmt.detect(path):
+            return fmt.name
+    raise MalformedFileError(f"{path}: cannot tell the format from the name; pass --from")
+
+
+def read_source(path: str | Path, fmt: str, **known: Any) -> Source:
+    """(config at the weights' native size, vitlab-named state, class names, info) for any source."""
+    record = get_format(fmt, "source")
+    path = Path(path)
+    return record.to_vitlab(record.read(path), str(path), known)
