@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from vitlab.analysis import capture_attention, collect_attention
-from vitlab.registry import create_model
+from vitlab.api import create_model
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "analysis_capture.md"
 

@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from vitlab.registry import create_model
+from vitlab.api import create_model
 
 _GAP = dict(class_token=False, global_pool="avg")
 _NANO = dict(embed_dim=96, depth=4, num_heads=3, mlp_dim=192)

@@ -12,9 +12,9 @@ from PIL import Image
 from vitlab.analysis import (AnalysisOptions, attention_rollout, capture_attention, collect_attention,
                              mean_attention_distance)
 from vitlab.analysis.layout import layout_of
+from vitlab.api import create_model
 from vitlab.cli.main import main
-from vitlab.engine.checkpoint import save_weights
-from vitlab.registry import create_model
+from vitlab.weights.vitlab_format import save_weights
 
 CLASSES = ["digit0", "digit1", "digit2"]
 

@@ -14,7 +14,7 @@ from vitlab.analysis import (TokenLayout, attention_entropy, attention_rollout, 
                              similar_head_ratio)
 from vitlab.analysis.rollout import discard_lowest
 from vitlab.errors import ConfigError
-from vitlab.registry import create_model
+from vitlab.api import create_model
 
 LAYOUT = TokenLayout(num_prefix=1, grid=(3, 4), patch_size=8)  # T = 13
 

@@ -86,7 +86,7 @@ def test_resume_continues(digit_folder: Path, tmp_path: Path, capsys: pytest.Cap
 def test_resume_matches_uninterrupted(digit_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A run that dies after epoch 1 of 2 and is resumed ends bitwise equal to an uninterrupted run."""
     import vitlab.engine.fit
-    from vitlab.engine.checkpoint import read_tensors
+    from vitlab.weights.vitlab_format import read_tensors
 
     a, b = tmp_path / "a", tmp_path / "b"
     assert train(a, digit_folder, "--out", str(a)) == 0

@@ -100,7 +100,7 @@ def test_crop_options_validated() -> None:
 
 def test_training_with_cache_equals_training_from_files(digit_folder: Path, tmp_path: Path) -> None:
     """Same pixels, same seeded augmentation: the per-step losses and final weights are identical."""
-    from vitlab.engine.checkpoint import read_tensors
+    from vitlab.weights.vitlab_format import read_tensors
 
     runs = {}
     for cache in ("false", "true"):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vitlab.engine.checkpoint import load_checkpoint, save_weights
+from vitlab.api import load_checkpoint
+from vitlab.weights.vitlab_format import save_weights
 from vitlab.errors import ConfigError
 from vitlab.models.detr import DetrConfig, create_detr
 from vitlab.models.detr.position_encoding import PositionEmbeddingSine

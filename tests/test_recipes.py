@@ -10,7 +10,7 @@ import torch
 
 from vitlab.cli.main import main
 from vitlab.config import resolve_config
-from vitlab.engine.checkpoint import load_checkpoint
+from vitlab.api import load_checkpoint
 from vitlab.engine.tracking import read_records
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"

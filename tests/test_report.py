@@ -16,9 +16,9 @@ import torch
 import yaml
 from PIL import Image
 
+from vitlab.api import create_model
 from vitlab.cli.main import main
-from vitlab.engine.checkpoint import save_weights
-from vitlab.registry import create_model
+from vitlab.weights.vitlab_format import save_weights
 
 CHROMIUM = Path("/usr/bin/chromium")
 SECTIONS = ["summary", "curves", "confusion", "predictions", "maps", "rollout", "distance", "collapse", "entropy",

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from vitlab.cli.main import main
-from vitlab.engine.checkpoint import read_tensors
+from vitlab.weights.vitlab_format import read_tensors
 
 ARGS = ["--model", "vit_pico_patch7_28", "--set", "model_args.depth=2", "--set", "model_args.embed_dim=32",
         "--set", "model_args.num_heads=2", "--set", "model_args.mlp_dim=64", "--set", "model_args.drop_path_rate=0.2",

@@ -9,7 +9,7 @@ import torch
 
 import vitlab
 from vitlab.cli.main import main
-from vitlab.engine.checkpoint import save_weights
+from vitlab.weights.vitlab_format import save_weights
 from vitlab.weights import export_weights, import_weights
 from vitlab.weights.errors import MappingError
 

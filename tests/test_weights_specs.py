@@ -102,7 +102,7 @@ def test_create_model_pretrained_tag_downloads_into_cache(tmp_path: Path, monkey
 
 
 def test_cli_pretrained_list_and_offline_weights(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from vitlab.engine.checkpoint import load_checkpoint
+    from vitlab.api import load_checkpoint
 
     assert main(["pretrained", "vit_base_patch16_224"]) == 0
     assert "vit_base_patch16_224.tv_in1k" in capsys.readouterr().out

@@ -116,7 +116,8 @@ def test_audit_same_size_is_zero_and_rows_per_method() -> None:
 
 
 def test_cli_convert_with_surgery_and_verify(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from vitlab.engine.checkpoint import load_checkpoint, save_weights
+    from vitlab.api import load_checkpoint
+    from vitlab.weights.vitlab_format import save_weights
 
     model = _model()
     save_weights(tmp_path / "m.safetensors", model, [str(i) for i in range(10)])

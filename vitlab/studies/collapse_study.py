@@ -147,7 +147,7 @@ def run_study(recipe: str | Path, out: str | Path, smoke: bool = False, reuse: b
     only re-measures them; unfinished runs are trained again from scratch.
     """
     from vitlab.data import Preprocess, build_eval_transform, open_source
-    from vitlab.engine.checkpoint import load_checkpoint
+    from vitlab.api import load_checkpoint
     from vitlab.engine.rundir import RunDir
     from vitlab.trainer import train
 
@@ -191,7 +191,7 @@ def run_study(recipe: str | Path, out: str | Path, smoke: bool = False, reuse: b
 
 def _fresh_model(cfg: Any, model_args: dict[str, Any]) -> nn.Module:
     """The untrained model of a run (the trainer seeds with ``cfg.seed`` before building it)."""
-    from vitlab.registry import create_model
+    from vitlab.api import create_model
 
     torch.manual_seed(cfg.seed)
     return create_model(cfg.model, **model_args)
