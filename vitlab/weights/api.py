@@ -18,8 +18,8 @@ from vitlab.layers import to_2tuple
 from vitlab.models.vit import VisionTransformer, build_vit
 
 # module imports, not ``from vitlab.weights import``: the package's __init__ imports this module
-import vitlab.weights.formats as formats  # noqa: E402,I001
-import vitlab.weights.surgery as surgery  # noqa: E402,I001
+import vitlab.weights.formats as formats  # noqa: I001
+import vitlab.weights.surgery as surgery  # noqa: I001
 from vitlab.weights.formats import detect_format, read_source
 from vitlab.weights.keymap import load_into
 
