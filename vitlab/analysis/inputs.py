@@ -23,17 +23,25 @@ class LoadedModel:
 
     model: nn.Module
     class_names: list[str]
-    preprocess: Preprocess
+    preprocess: Preprocess | None  # None for a DETR (its eval transform resizes, see DetrConfig)
     name: str
     info: dict
 
+    @property
+    def is_detr(self) -> bool:
+        from vitlab.models.detr import DETR
+
+        return isinstance(self.model, DETR)
+
 
 def load_model(spec: str, img_size: int | None = None, device: torch.device | str = "cpu", seed: int = 0) -> LoadedModel:
-    """``spec``: a vitlab checkpoint (.safetensors) or a registered model name (random init, seeded).
+    """``spec``: a vitlab checkpoint (.safetensors), a registered model or DETR preset name (random init, seeded).
 
     ``img_size`` changes a registered model's input size, or runs a checkpoint at another
     resolution (position embeddings resampled).
     """
+    from vitlab.models.detr import DETR, create_detr
+    from vitlab.models.detr import PRESETS as DETR_PRESETS
     from vitlab.engine.checkpoint import load_checkpoint
     from vitlab.registry import create_model, is_model
 
@@ -42,12 +50,14 @@ def load_model(spec: str, img_size: int | None = None, device: torch.device | st
         ckpt = load_checkpoint(path, device)
         model, classes, info, name = ckpt.model, list(ckpt.class_names), dict(ckpt.info), path.name
         if img_size is not None:
+            if not hasattr(model, "set_input_size"):
+                raise ConfigError(f"{name}: --img-size does not apply to a {type(model).__name__} (it resizes per image)")
             model.set_input_size(img_size)
-    elif is_model(spec):
-        overrides = {"img_size": (img_size, img_size)} if img_size else {}
+    elif is_model(spec) or spec in DETR_PRESETS:
+        overrides = {"img_size": (img_size, img_size)} if img_size and is_model(spec) else {}
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = create_model(spec, **overrides).to(device)
+            model = (create_model(spec, **overrides) if is_model(spec) else create_detr(spec)).to(device)
         classes = [str(i) for i in range(getattr(model, "num_classes", 0))]
         info, name = {"note": "random initialisation"}, spec
     else:
@@ -56,6 +66,8 @@ def load_model(spec: str, img_size: int | None = None, device: torch.device | st
     config = getattr(model, "config", None)
     if config is None:
         raise ConfigError(f"{name}: the model carries no config to derive its preprocessing from")
+    if isinstance(model, DETR):
+        return LoadedModel(model.eval(), classes, None, name, info)
     return LoadedModel(model.eval(), classes, Preprocess.from_config(config), name, info)
 
 

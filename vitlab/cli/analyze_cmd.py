@@ -1,4 +1,9 @@
-"""``vitlab analyze``: the ViT and DeepViT papers' attention figures for any model, as PNGs + summary.json."""
+"""``vitlab analyze``: the ViT and DeepViT papers' attention figures for any model, as PNGs + summary.json.
+
+On a DETR (checkpoint or preset name) it draws the DETR paper's figures instead: ``encoder``
+(self-attention of reference positions over the image) and ``decoder`` (each predicted object's
+cross-attention over the image); ``maps`` and ``all`` give both.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,9 @@ from pathlib import Path
 
 import click
 
-WHAT = ("maps", "rollout", "distance", "collapse", "entropy", "posembed", "filters", "all")
+WHAT = ("maps", "rollout", "distance", "collapse", "entropy", "posembed", "filters", "encoder", "decoder", "all")
+DETR_WHAT = {"maps": ("encoder", "decoder"), "all": ("encoder", "decoder"), "encoder": ("encoder",),
+             "decoder": ("decoder",)}
 
 
 def analysis_options(f):
@@ -60,14 +67,18 @@ def analyze_cmd(what, model_spec, images, out, limit, img_size, batch_size, devi
     from vitlab.errors import ConfigError
     from vitlab.utils.device import resolve_device
 
-    wanted = ANALYSES if what == "all" else (what,)
-    needs_images = any(w in IMAGE_ANALYSES for w in wanted)
-    if needs_images and not images:
-        raise ConfigError(f"analyze {what}: needs --images (files, a folder or a source such as mnist-test)")
     options = make_options(**opts)
     options.validate()
     dev = resolve_device(device)
     loaded = load_model(model_spec, img_size, dev)
+    if loaded.is_detr:
+        return _analyze_detr(what, loaded, images, Path(out), limit, options.show, dev)
+    if what in ("encoder", "decoder"):
+        raise ConfigError(f"analyze {what}: DETR only; {loaded.name} is not a DETR")
+    wanted = ANALYSES if what == "all" else (what,)
+    needs_images = any(w in IMAGE_ANALYSES for w in wanted)
+    if needs_images and not images:
+        raise ConfigError(f"analyze {what}: needs --images (files, a folder or a source such as mnist-test)")
     figs, summary = [], {"model": loaded.name, "analyses": list(wanted)}
     if needs_images:
         imgs = load_images(images, loaded.preprocess, limit)
@@ -79,13 +90,46 @@ def analyze_cmd(what, model_spec, images, out, limit, img_size, batch_size, devi
     figs += wfigs
     if what != "all" and notes:
         raise ConfigError(notes[0])
-    out_dir = Path(out)
+    summary["notes"] = notes
+    _write(Path(out), figs, summary)
+
+
+def _write(out_dir: Path, figs: list, summary: dict) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     for fig in figs:
         (out_dir / f"{fig.key}.png").write_bytes(fig.png)
-    summary["notes"] = notes
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    for note in notes:
+    for note in summary.get("notes", []):
         click.echo(f"skipped {note}", err=True)
     click.echo(f"wrote {len(figs)} figure(s) and summary.json to {out_dir}: "
                + ", ".join(f"{f.key}.png" for f in figs))
+
+
+def _analyze_detr(what: str, loaded, images: tuple[str, ...], out_dir: Path, limit: int, show: int, dev) -> None:
+    """DETR paper figures for the first ``show`` of at most ``limit`` images, one forward per image."""
+    import torch
+
+    from vitlab.analysis.detr_attention import detr_attention
+    from vitlab.analysis.detr_figures import detr_figures, detr_summary
+    from vitlab.analysis.inputs import _display
+    from vitlab.data.files import collect_image_files, open_image
+    from vitlab.detection.transforms import build_eval_transform
+    from vitlab.errors import ConfigError
+
+    if what not in DETR_WHAT:
+        raise ConfigError(f"analyze {what}: not for a DETR; choose encoder, decoder, maps or all")
+    if not images:
+        raise ConfigError(f"analyze {what}: needs --images (image files or folders)")
+    cfg = loaded.model.config
+    transform = build_eval_transform(cfg.mean, cfg.std, cfg.min_size, cfg.max_size)
+    empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
+    paths = collect_image_files(images)[: min(limit, show)]
+    figs, rows = [], []
+    for i, path in enumerate(paths):
+        x, _ = transform(open_image(path), empty)
+        att = detr_attention(loaded.model, x[None].to(dev))
+        figs += detr_figures(DETR_WHAT[what], att, _display(x, cfg), str(path), i, loaded.class_names)
+        rows.append({"image": str(path), **detr_summary(att, loaded.class_names)})
+    notes = ["encoder: this DETR has no encoder layers"] if "encoder" in DETR_WHAT[what] and not cfg.enc_layers else []
+    summary = {"model": loaded.name, "analyses": list(DETR_WHAT[what]), "images": rows, "notes": notes}
+    _write(out_dir, figs, summary)
