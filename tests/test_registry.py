@@ -145,3 +145,38 @@ def test_invalid_override_combinations(overrides: dict, words: tuple[str, ...]) 
         vitlab.create_model("vit_pico_patch4_28", **overrides)
     for word in words:
         assert word in str(info.value)
+
+
+def _vitlab_imports(module) -> set[str]:
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(module))
+    names = {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    names |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    return {n for n in names if n.startswith("vitlab")}
+
+
+def test_registry_and_file_format_are_leaves() -> None:
+    """Imports run one way: the registry and the vitlab file format import no family, weights or API."""
+    from vitlab.weights import vitlab_format
+
+    above = ("vitlab.models", "vitlab.weights", "vitlab.api", "vitlab.engine")
+    assert not [m for m in _vitlab_imports(registry) if m.startswith(above)]
+    assert not [m for m in _vitlab_imports(vitlab_format) if m.startswith(above)]
+
+
+def test_builtin_models_are_registered_in_a_fresh_process() -> None:
+    """Importing only the leaf registry still sees the built-ins (the package __init__ imports the API)."""
+    import subprocess
+    import sys
+
+    code = "import vitlab.registry as r; assert r.is_model('vit_pico_patch4_28') and len(r.list_models()) > 10"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_registry_create_model_is_a_weightless_alias() -> None:
+    model = registry.create_model("vit_pico_patch4_28", num_classes=3)
+    assert model.num_classes == 3 and model.model_name == "vit_pico_patch4_28"
+    with pytest.raises(ConfigError, match="vitlab.api.create_model"):
+        registry.create_model("vit_pico_patch4_28", pretrained="augreg")
