@@ -17,7 +17,6 @@ import torch
 from vitlab.models.vit import VisionTransformer
 from vitlab.models.vit_config import ViTConfig
 from vitlab.weights.io import read_safetensors, validate_safetensors_header
-from vitlab.weights.rebuild import load_checkpoint
 from vitlab.weights.source import Forward, Source
 from vitlab.weights.vitlab_format import FORMAT, read_metadata, save_weights
 
@@ -48,4 +47,6 @@ def write_file(model: VisionTransformer, path: Path, class_names: list[str], inf
 
 def peer(path: Path, cfg: ViTConfig) -> Forward:
     """vitlab runs its own files: the model rebuilt from the file's description (eval mode)."""
+    from vitlab.weights.rebuild import load_checkpoint  # every family (DETR needs torchvision): only when run
+
     return load_checkpoint(path).model
