@@ -8,17 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from detr_tiny import TINY_ARGS, tiny_flags
 from vitlab.cli.main import main
 from vitlab.detection.collate import collate_detection
 from vitlab.detection.synthetic import ShapesDataset
 from vitlab.detection.transforms import build_eval_transform
 from vitlab.models.detr import HungarianMatcher, SetCriterion, create_detr
-
-TINY_ARGS = dict(num_classes=2, num_queries=10, hidden_dim=32, nheads=2, enc_layers=1, dec_layers=1, dim_feedforward=64,
-                 min_size=64, max_size=64,
-                 backbone_args={"img_size": 64, "patch_size": 8, "depth": 1, "embed_dim": 32, "num_heads": 2,
-                                "mlp_dim": 64, "pos_embed": "sincos"})
-
 
 def test_loss_falls_when_overfitting_a_few_images() -> None:
     torch.manual_seed(0)
@@ -41,18 +36,8 @@ def test_loss_falls_when_overfitting_a_few_images() -> None:
     assert losses["loss_bbox"].item() < 0.3
 
 
-def _tiny_flags() -> list[str]:
-    flags = ["--model", "detr_vit_pico_128", "--device", "cpu", "--no-progress", "--batch-size", "4",
-             "--set", "data.scales=[56,64]", "--set", "data.crop=false", "--set", "data.eval_batch_size=8",
-             "--set", "optim.lr=1e-3", "--set", "optim.lr_backbone=1e-3"]
-    for k, v in TINY_ARGS.items():
-        if k != "num_classes":
-            flags += ["--set", f"model_args.{k}={json.dumps(v)}"]
-    return flags
-
-
 def detect_train(out: Path, *extra: str) -> int:
-    return main(["detect", "train", "--data", "shapes:8:64", "--val", "shapes:4:64", *_tiny_flags(),
+    return main(["detect", "train", "--data", "shapes:8:64", "--val", "shapes:4:64", *tiny_flags(),
                  "--out", str(out), *extra])
 
 
@@ -70,7 +55,7 @@ def test_train_writes_run_folder(run: Path) -> None:
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     epochs = [r for r in records if r["kind"] == "epoch"]
     assert [r["epoch"] for r in epochs] == [0, 1]
-    assert all(0 <= r["val_AP"] <= 100 and r["skipped_steps"] == 0 for r in epochs)
+    assert all(0 <= r["val_AP"] <= 100 and r["skipped"] == 0 for r in epochs)
 
 
 def test_eval_and_predict(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -96,7 +81,8 @@ def test_eval_and_predict(run: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_resume_continues(run: Path, tmp_path: Path) -> None:
     out = tmp_path / "r"
     assert detect_train(out, "--epochs", "1") == 0
-    assert main(["detect", "train", "--resume", str(out), "--epochs", "2", "--no-progress", "--device", "cpu"]) == 0
+    assert main(["detect", "train", "--resume", str(out), "--epochs", "2", "--allow-change", "epochs", "--no-progress",
+                 "--device", "cpu"]) == 0
     epochs = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in epochs if r["kind"] == "epoch"] == [0, 1]
 
@@ -117,24 +103,29 @@ def test_models_lists_presets(capsys: pytest.CaptureFixture) -> None:
 
 
 def test_non_finite_steps_are_skipped_counted_then_stop() -> None:
-    from vitlab.detection.engine import train_one_epoch
+    """The engine's one non-finite policy on DETR batches: skip (no update), count, stop after N in a row."""
+    from vitlab.engine.loop import EpochTotals, StepOptions, train_one_epoch
+    from vitlab.engine.nonfinite import NonFiniteGuard
     from vitlab.errors import NonFiniteError
+    from vitlab.tasks.detection import DetectionTask
 
     torch.manual_seed(0)
     ds = ShapesDataset(2, 64, transform=build_eval_transform((0.5,) * 3, (0.5,) * 3, 64, 64))
     good = collate_detection([ds[0], ds[1]])
     bad = (torch.full_like(good[0], float("nan")), good[1], good[2])  # a corrupt image: NaN everywhere
     model = create_detr("detr_vit_pico_128", **TINY_ARGS)
-    criterion = SetCriterion(2, HungarianMatcher())
+    task = DetectionTask(ds, ds, ds.classes, SetCriterion(2, HungarianMatcher()))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     log: list[dict] = []
-    stats = train_one_epoch(model, criterion, [good, bad, good], opt, sched, torch.device("cpu"), "fp32", 0, 0,
-                            log=log.append, progress=False, max_bad_steps=2)
-    assert (stats["steps"], stats["skipped_steps"]) == (2, 1)
-    assert stats["bad_pred_boxes"] > 0  # the NaN image's boxes were sanitised and counted
-    assert [r["step"] for r in log if r["kind"] == "skipped_step"] == [1]
+    totals = EpochTotals()
+    train_one_epoch(task, model, [good, bad, good], opt, sched, torch.device("cpu"), 0, 0, StepOptions(clip_grad=0.1, log_every=1),
+                    3, totals, NonFiniteGuard("skip", 2), log=log.append, progress=False)
+    assert (totals.steps, totals.skipped) == (3, 1)
+    skipped = [r for r in log if r["kind"] == "skipped_step"]
+    assert [r["step"] for r in skipped] == [2]
+    assert skipped[0]["bad_pred_boxes"] > 0  # the NaN image's boxes were sanitised and counted
     assert all(torch.isfinite(p).all() for p in model.parameters())
     with pytest.raises(NonFiniteError, match="2 steps in a row"):
-        train_one_epoch(model, criterion, [good, bad, bad, good], opt, sched, torch.device("cpu"), "fp32", 0, 0,
-                        progress=False, max_bad_steps=2)
+        train_one_epoch(task, model, [good, bad, bad, good], opt, sched, torch.device("cpu"), 0, 0, StepOptions(), 4,
+                        EpochTotals(), NonFiniteGuard("skip", 2), progress=False)

@@ -12,6 +12,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
 import yaml
@@ -346,3 +347,32 @@ def config_diff(old: TrainConfig, new: TrainConfig) -> list[str]:
 def save_config(cfg: Any, path: str | Path) -> None:
     """Write the resolved config as YAML."""
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def _flat(cfg: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+
+    def walk(d: dict[str, Any], prefix: str) -> None:
+        for k, v in d.items():
+            if isinstance(v, dict) and k not in ("smoke",):
+                walk(v, f"{prefix}{k}.")
+            else:
+                out[prefix + k] = v
+    walk(to_dict(cfg), "")
+    return out
+
+
+def check_resume_config(saved_path: Path, cfg: Any, cls: type, safe: set[str], allow: tuple[str, ...],
+                        echo: Callable[[str], None]) -> None:
+    """Refuse a resumed run whose config differs from the saved one outside ``safe`` and ``allow``;
+    say which allowed changes apply (they take effect from the resume step)."""
+    saved = _build(cls, read_yaml(saved_path))
+    changed = config_diff(saved, cfg)
+    differing = [f for f in changed if f not in safe and f not in allow]
+    if differing:
+        raise ConfigError(f"cannot resume {saved_path.parent} with a different config: {', '.join(differing)} differ "
+                          "(pass --allow-change FIELD to accept a change)")
+    old, new = _flat(saved), _flat(cfg)
+    applied = [f"{f} {old.get(f)!r} -> {new.get(f)!r}" for f in changed if f in allow]
+    if applied:
+        echo("applying changed config from the resume step on: " + "; ".join(applied))

@@ -11,12 +11,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 from torch.utils.data import Dataset
 
-from vitlab.config import RESUME_SAFE, TrainConfig, _build, config_diff, read_yaml, save_config, to_dict
+from vitlab.config import RESUME_SAFE, TrainConfig, check_resume_config, save_config
 from vitlab.data import AugmentConfig, ImageFolderDataset, Preprocess, build_eval_transform, build_train_transform, open_source
 from vitlab.data.cache import cache_folder
 from vitlab.data.mixup import MixupCutmix
@@ -87,35 +87,6 @@ def _prepare(cfg: TrainConfig) -> _Prepared:
     aug = AugmentConfig(**dataclasses.asdict(cfg.data.augment))
     train_ds = SeededTransform(train_raw, build_train_transform(pre, aug), cfg.seed)
     return _Prepared(probe, train_ds, val_ds, classes, device, precision)
-
-
-def _flat(cfg: TrainConfig) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-
-    def walk(d: dict[str, Any], prefix: str) -> None:
-        for k, v in d.items():
-            if isinstance(v, dict) and k not in ("smoke",):
-                walk(v, f"{prefix}{k}.")
-            else:
-                out[prefix + k] = v
-    walk(to_dict(cfg), "")
-    return out
-
-
-def check_resume_config(saved_path: Path, cfg: Any, cls: type, safe: set[str], allow: tuple[str, ...],
-                        echo: Callable[[str], None]) -> None:
-    """Refuse a resumed run whose config differs from the saved one outside ``safe`` and ``allow``;
-    say which allowed changes apply (they take effect from the resume step)."""
-    saved = _build(cls, read_yaml(saved_path))
-    changed = config_diff(saved, cfg)
-    differing = [f for f in changed if f not in safe and f not in allow]
-    if differing:
-        raise ConfigError(f"cannot resume {saved_path.parent} with a different config: {', '.join(differing)} differ "
-                          "(pass --allow-change FIELD to accept a change)")
-    old, new = _flat(saved), _flat(cfg)
-    applied = [f"{f} {old.get(f)!r} -> {new.get(f)!r}" for f in changed if f in allow]
-    if applied:
-        echo("applying changed config from the resume step on: " + "; ".join(applied))
 
 
 def engine_settings(cfg: TrainConfig, precision: str) -> EngineSettings:

@@ -21,8 +21,8 @@ def detect_cmd() -> None:
 @click.option("--model", help="DETR preset (detr_resnet50, detr_vit_pico_128, ...).")
 @click.option("--data", "train_data", help="'shapes[:N[:SIZE]]' (synthetic) or a COCO-layout folder.")
 @click.option("--val", "val_data", help="Validation source (default: the training source's val split).")
-@click.option("--val-split", type=click.Choice(["val", "train"]), default="val", show_default=True,
-              help="Split of the validation source; 'train' measures how well the training set is fit.")
+@click.option("--val-split", type=click.Choice(["val", "train"]),
+              help="Split of the validation source (default val); 'train' measures how well the training set is fit.")
 @click.option("--epochs", type=int)
 @click.option("--batch-size", type=int)
 @click.option("--lr", type=float)
@@ -35,43 +35,34 @@ def detect_cmd() -> None:
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder (default runs/<model>).")
 @click.option("--resume", default=None, metavar="RUN_DIR|auto", help="Continue a run from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing non-empty --out folder.")
+@click.option("--allow-change", "allow_changes", multiple=True, metavar="FIELD",
+              help="With --resume: accept a changed config field (e.g. epochs); it applies from the resume step.")
 @click.option("--smoke", is_flag=True, help="Apply the recipe's smoke settings (runs in seconds).")
 @click.option("--no-progress", is_flag=True)
 def train_cmd(config_file, model, train_data, val_data, val_split, epochs, batch_size, lr, workers, device, precision,
-              seed, assignments, out, resume, overwrite, smoke, no_progress) -> None:
+              seed, assignments, out, resume, overwrite, allow_changes, smoke, no_progress) -> None:
     """Train a DETR; writes config.yaml, metrics.jsonl and checkpoints/ into the run folder."""
     from vitlab.config import parse_assignment
     from vitlab.detection.config import resolve_detect_config
+    from vitlab.cli.resume_args import resolve_resume
     from vitlab.detection.trainer import train
-    from vitlab.engine.rundir import RunDir
 
-    if resume is not None and overwrite:
-        raise ConfigError("--resume and --overwrite conflict: resuming keeps the run, overwriting deletes it")
     flags = {"model": model, "epochs": epochs, "seed": seed, "device": device, "precision": precision}
-    data = {"train": train_data, "val": val_data, "batch_size": batch_size, "workers": workers}
+    data = {"train": train_data, "val": val_data, "val_split": val_split, "batch_size": batch_size, "workers": workers}
     overrides = [{k: v for k, v in flags.items() if v is not None},
                  {"data": {k: v for k, v in data.items() if v is not None}},
                  {"optim": {"lr": lr} if lr is not None else {}}]
     overrides += [parse_assignment(a) for a in assignments]
-    resuming = False
-    if resume is not None:
-        if resume == "auto" and out is None:
-            raise ConfigError("--resume auto needs --out RUN_DIR")
-        run_path = Path(out) if resume == "auto" else Path(resume)
-        if out is not None and resume != "auto" and Path(out) != run_path:
-            raise ConfigError(f"--out {out} and --resume {resume} name different runs")
-        if RunDir(run_path).has_checkpoint():
-            resuming = True
-            config_file = RunDir(run_path).config  # a resumed run continues the recipe it started with
-        elif resume != "auto":
-            raise RunDirError(f"--resume {resume}: no checkpoints/last.state.pt to resume from")
-        out = str(run_path)
+    resuming, out, config_file = resolve_resume(resume, out, config_file, overwrite)
     cfg = resolve_detect_config(config_file, overrides, smoke=smoke and not resuming)
     out = out or f"runs/{cfg.model}"
     result = train(cfg, out, resume=resuming, overwrite=overwrite, progress=not no_progress, echo=click.echo,
-                   val_split=val_split)
-    click.echo(f"best val AP {result.best_ap:.1f} at epoch {result.best_epoch + 1}; {result.seconds:.1f}s; "
-               f"run folder {result.run_dir}")
+                   allow_changes=tuple(allow_changes))
+    if result.exit_code:
+        raise SystemExit(result.exit_code)
+    if result.is_main and result.best_epoch >= 0:
+        click.echo(f"best {result.best_metric} {result.best_value:.1f} at epoch {result.best_epoch + 1}; "
+                   f"{result.seconds:.1f}s; run folder {result.run_dir}")
 
 
 def _load(checkpoint: str, device: str):
@@ -101,7 +92,7 @@ def eval_cmd(checkpoint, data, split, batch_size, device, out, as_json) -> None:
 
     from vitlab.detection.coco_eval import coco_map
     from vitlab.detection.collate import collate_detection
-    from vitlab.detection.engine import evaluate
+    from vitlab.detection.evaluate import evaluate
     from vitlab.detection.sources import open_detection_source
     from vitlab.detection.transforms import build_eval_transform
     from vitlab.errors import DataError

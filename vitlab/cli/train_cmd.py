@@ -6,9 +6,8 @@ from pathlib import Path
 
 import click
 
+from vitlab.cli.resume_args import resolve_resume
 from vitlab.config import parse_assignment, resolve_config
-from vitlab.engine.rundir import RunDir
-from vitlab.errors import ConfigError, RunDirError
 
 
 @click.command("train")
@@ -42,8 +41,6 @@ def train_cmd(config_file, model, train_data, val_data, epochs, batch_size, lr, 
     """Train a model; writes config.yaml, metrics.jsonl and checkpoints/ into the run folder."""
     from vitlab.trainer import train  # heavy imports only when the command runs
 
-    if resume is not None and overwrite:
-        raise ConfigError("--resume and --overwrite conflict: resuming keeps the run, overwriting deletes it")
     flags = {"model": model, "epochs": epochs, "seed": seed, "device": device, "precision": precision}
     data = {"train": train_data, "val": val_data, "batch_size": batch_size, "workers": workers}
     optim = {"lr": lr, "name": opt}
@@ -54,20 +51,7 @@ def train_cmd(config_file, model, train_data, val_data, epochs, batch_size, lr, 
                  {"init": {k: v for k, v in init.items() if v is not None}}]
     overrides += [parse_assignment(a) for a in assignments]
 
-    resuming = False
-    if resume is not None:
-        run_path = Path(out) if resume == "auto" else Path(resume)
-        if resume == "auto" and out is None:
-            raise ConfigError("--resume auto needs --out RUN_DIR")
-        if out is not None and resume != "auto" and Path(out) != run_path:
-            raise ConfigError(f"--out {out} and --resume {resume} name different runs")
-        if RunDir(run_path).has_checkpoint():
-            resuming = True
-            # The saved config is the base: a resumed run continues the recipe it started with.
-            config_file = config_file or RunDir(run_path).config
-        elif resume != "auto":
-            raise RunDirError(f"--resume {resume}: no checkpoints/step-*.state.pt to resume from")
-        out = str(run_path)
+    resuming, out, config_file = resolve_resume(resume, out, config_file, overwrite)
     cfg = resolve_config(config_file, overrides, smoke=smoke and not resuming)
     out = out or f"runs/{cfg.model}"
     result = train(cfg, out, resume=resuming, overwrite=overwrite, progress=not no_progress, echo=click.echo,

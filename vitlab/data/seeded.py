@@ -53,3 +53,33 @@ class SeededTransform(Dataset):
             return self.transform(image), label
         finally:
             gen.set_state(state)
+
+
+class SeededSamples(Dataset):
+    """Run ``dataset[index]`` (which applies its own random transform) under RNGs seeded from
+    (run seed, epoch, index): torch's CPU generator and Python's ``random`` (the detection
+    transforms draw from both). The callers' streams are put back afterwards."""
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
+        self.classes = getattr(dataset, "classes", None)
+        self.skipped = getattr(dataset, "skipped", {})
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Any:
+        import random
+
+        seed = epoch_seed(epoch_seed(self.seed, self.epoch), index)
+        gen, torch_state, py_state = torch.default_generator, torch.default_generator.get_state(), random.getstate()
+        gen.manual_seed(seed)
+        random.seed(seed)
+        try:
+            return self.dataset[index]
+        finally:
+            gen.set_state(torch_state)
+            random.setstate(py_state)

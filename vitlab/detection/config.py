@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 
-from vitlab.config import resolve_layered, save_config
+from vitlab.config import EmaSettings, resolve_layered, save_config
 from vitlab.errors import ConfigError
 
 
@@ -22,6 +22,7 @@ class DetectDataSettings:
 
     train: str = "shapes"  # "shapes[:N[:SIZE]]" or a COCO-layout folder
     val: str | None = None  # None: the same source's val split
+    val_split: Literal["val", "train"] = "val"  # split of the validation source ("train": how well it is fit)
     batch_size: int = 2
     eval_batch_size: int = 2
     workers: int = 0
@@ -31,6 +32,7 @@ class DetectDataSettings:
     crop: bool = True  # the paper's resize-crop-resize branch, half of the time
     crop_prescales: list[int] = field(default_factory=lambda: [400, 500, 600])
     crop_size: tuple[int, int] = (384, 600)
+    drop_last: bool = True  # as DETR's own code: every process then sees equal batches
 
 
 @dataclass
@@ -46,6 +48,7 @@ class DetectOptimSettings:
     warmup_epochs: float = 0.0
     min_lr: float = 0.0
     clip_grad: float | None = 0.1
+    accum_steps: int = 1  # micro-batches per optimizer step
 
 
 @dataclass
@@ -62,6 +65,15 @@ class LossSettings:
 
 
 @dataclass
+class DetectCheckpointSettings:
+    """When checkpoints are written and which one is "best" (highest val_AP by default)."""
+
+    every_steps: int | None = None  # also at every epoch end
+    keep: int = 2
+    best_metric: str = "val_AP"  # or val_AP50, val_loss, ema_val_AP, ...; *loss is minimised
+
+
+@dataclass
 class DetectConfig:
     """A whole detection run."""
 
@@ -70,6 +82,8 @@ class DetectConfig:
     data: DetectDataSettings = field(default_factory=DetectDataSettings)
     optim: DetectOptimSettings = field(default_factory=DetectOptimSettings)
     loss: LossSettings = field(default_factory=LossSettings)
+    ema: EmaSettings = field(default_factory=EmaSettings)
+    checkpoint: DetectCheckpointSettings = field(default_factory=DetectCheckpointSettings)
     epochs: int = 300
     seed: int = 0
     device: str = "auto"
@@ -77,7 +91,12 @@ class DetectConfig:
     eval_every: int = 1
     log_every: int = 20
     max_steps_per_epoch: int | None = None
-    max_bad_steps: int = 5  # non-finite steps in a row before the run stops
+    nonfinite: Literal["stop", "skip"] = "skip"  # a non-finite loss / gradient: drop the update, or stop
+    max_bad_steps: int | None = 5  # with skip: this many non-finite steps in a row stop the run
+    compile: bool = False
+    fsdp: bool = False
+    sync_bn: bool | None = None  # BatchNorm over all processes under torchrun; null: on when >1 process
+    tensorboard: bool = True
     smoke: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -94,13 +113,25 @@ class DetectConfig:
             (self.loss.eos_coef > 0, "loss.eos_coef", self.loss.eos_coef, "must be > 0"),
             (self.eval_every >= 1, "eval_every", self.eval_every, "must be at least 1"),
             (self.log_every >= 1, "log_every", self.log_every, "must be at least 1"),
-            (self.max_bad_steps >= 1, "max_bad_steps", self.max_bad_steps, "must be at least 1"),
+            (self.max_bad_steps is None or self.max_bad_steps >= 1, "max_bad_steps", self.max_bad_steps,
+             "must be at least 1 or null"),
+            (self.optim.accum_steps >= 1, "optim.accum_steps", self.optim.accum_steps, "must be at least 1"),
+            (self.ema.decay is None or 0 < self.ema.decay < 1, "ema.decay", self.ema.decay, "must be in (0, 1) or null"),
+            (self.checkpoint.every_steps is None or self.checkpoint.every_steps >= 1, "checkpoint.every_steps",
+             self.checkpoint.every_steps, "must be at least 1 or null"),
+            (self.checkpoint.keep >= 1, "checkpoint.keep", self.checkpoint.keep, "must be at least 1"),
             (self.max_steps_per_epoch is None or self.max_steps_per_epoch >= 1, "max_steps_per_epoch",
              self.max_steps_per_epoch, "must be at least 1 or null"),
         ]
         for ok, name, value, why in checks:
             if not ok:
                 raise ConfigError(f"{name}={value}: {why}")
+        metric = self.checkpoint.best_metric
+        if not metric.startswith(("val_", "ema_val_")):
+            raise ConfigError(f"checkpoint.best_metric={metric!r}: expected a validation metric such as val_AP, "
+                              "val_AP50, val_loss or the same with an ema_ prefix")
+        if metric.startswith("ema_") and self.ema.decay is None:
+            raise ConfigError(f"checkpoint.best_metric={metric!r} needs ema.decay to be set")
 
 
 def resolve_detect_config(file: str | Path | None = None, overrides: list[dict[str, Any]] | None = None,
@@ -111,3 +142,8 @@ def resolve_detect_config(file: str | Path | None = None, overrides: list[dict[s
 
 def save_detect_config(cfg: DetectConfig, path: str | Path) -> None:
     save_config(cfg, path)
+
+
+# Fields that may change when a detection run is resumed: they do not alter what is computed.
+DETECT_RESUME_SAFE = {"device", "data.workers", "data.eval_batch_size", "eval_every", "log_every", "checkpoint.keep",
+                      "checkpoint.every_steps", "tensorboard", "smoke", "compile"}

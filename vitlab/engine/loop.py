@@ -205,7 +205,7 @@ def _finish_step(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: 
     if not ok:
         totals.skipped += 1
         return {"kind": "skipped_step", "epoch": epoch, "step": step + 1, "loss": step_loss, "lr": lr,
-                "part": micro.bad}
+                "part": micro.bad, **micro.log}
     totals.images += micro.images
     totals.loss_sum += step_loss * micro.images
     for k, v in micro.sums.items():

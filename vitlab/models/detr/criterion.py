@@ -43,7 +43,8 @@ class SetCriterion(nn.Module):
         empty_weight[-1] = eos_coef
         self.register_buffer("empty_weight", empty_weight, persistent=False)
 
-    def _layer_losses(self, out: dict, targets: list[dict], num_boxes: float) -> dict[str, torch.Tensor]:
+    def _layer_losses(self, out: dict, targets: list[dict], num_boxes: float,
+                      ce_norm: float | None = None) -> dict[str, torch.Tensor]:
         logits = out["pred_logits"].float()  # (B, Q, C+1)
         boxes, n_bad = sanitize_boxes(out["pred_boxes"].float())
         indices = self.matcher({"pred_logits": logits, "pred_boxes": boxes}, targets)
@@ -53,7 +54,11 @@ class SetCriterion(nn.Module):
         target_classes = torch.full(logits.shape[:2], self.num_classes, dtype=torch.int64, device=logits.device)
         matched_labels = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)]).to(logits.device)
         target_classes[batch_idx, src_idx] = matched_labels
-        loss_ce = F.cross_entropy(logits.transpose(1, 2), target_classes, self.empty_weight.to(logits.device))
+        weight = self.empty_weight.to(logits.device)
+        if ce_norm is None:
+            loss_ce = F.cross_entropy(logits.transpose(1, 2), target_classes, weight)
+        else:  # this rank's share of the global batch's weighted mean
+            loss_ce = F.cross_entropy(logits.transpose(1, 2), target_classes, weight, reduction="sum") / ce_norm
 
         src_boxes = boxes[batch_idx, src_idx]
         tgt_boxes = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)]).to(logits.device).float()
@@ -76,22 +81,36 @@ class SetCriterion(nn.Module):
                 "class_error": 100 - acc, "bad_pred_boxes": torch.tensor(float(n_bad)),
                 "bad_costs": torch.tensor(float(self.matcher.last_bad_costs))}
 
-    def forward(self, outputs: dict, targets: list[dict]) -> dict[str, torch.Tensor]:
+    def forward(self, outputs: dict, targets: list[dict], global_counts: tuple[float, float, int] | None = None,
+                world_size: int = 1) -> dict[str, torch.Tensor]:
         """Losses of a batch.
 
         Args:
             outputs: the model's output dict (``pred_logits``, ``pred_boxes``, ``aux_outputs``).
             targets: per image ``labels`` (M,) int64 and ``boxes`` (M, 4) normalised cxcywh.
+            global_counts: under data parallelism, (target boxes, matchable boxes = sum of
+                min(M, Q), images) of the whole global batch. The losses are then normalised by the
+                global batch and multiplied by ``world_size``, so that DDP's gradient average equals
+                the gradient of one process on the global batch (DETR's own code normalises the
+                box losses this way; here the weighted cross-entropy is too).
 
         Returns:
             ``loss`` (the weighted total, the one to backpropagate), the unweighted final-layer
             losses, the same per auxiliary layer with suffix ``_i``, and the logged statistics.
         """
         num_boxes = float(max(sum(len(t["labels"]) for t in targets), 1))
-        stats = self._layer_losses(outputs, targets, num_boxes)
+        ce_norm = None
+        if global_counts is not None:
+            boxes, matched, images = global_counts
+            slots = images * outputs["pred_logits"].shape[1]
+            eos = float(self.empty_weight[-1])
+            # The weights of all slots of the global batch: matched slots 1, the rest eos_coef.
+            ce_norm = (matched + (slots - matched) * eos) / world_size
+            num_boxes = max(boxes, 1.0) / world_size
+        stats = self._layer_losses(outputs, targets, num_boxes, ce_norm)
         total = sum(self.weights[k] * stats[k] for k in LOSS_NAMES)
         for i, aux in enumerate(outputs.get("aux_outputs") or []):
-            layer = self._layer_losses(aux, targets, num_boxes)
+            layer = self._layer_losses(aux, targets, num_boxes, ce_norm)
             for k in LOSS_NAMES:
                 stats[f"{k}_{i}"] = layer[k]
                 total = total + self.weights[k] * layer[k]
