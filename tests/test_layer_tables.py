@@ -139,3 +139,11 @@ def test_config_is_hashable_and_compares_by_value() -> None:
     a = ViTConfig(stem="conv", patch_size=4, stem_args={"channels": [8, 8]})
     b = ViTConfig(stem="conv", patch_size=4, stem_args={"channels": (8, 8)})
     assert a == b and hash(a) == hash(b)
+
+
+def test_args_overrides_update_the_current_variant() -> None:
+    """A recipe's ``attn_args: {blocks: 2}`` on a DeepViT preset keeps the preset's other arguments."""
+    with torch.device("meta"):
+        model = vitlab.create_model("deepvit_s_patch16_224", attn_args={"blocks": 2})
+    assert model.config.attn_args == {"mode": "official", "blocks": 2, "init": "random", "scale": True}
+    assert model.config.replace(attn="mhsa", attn_args={}).attn_args == {}

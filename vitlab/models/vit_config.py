@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from vitlab.errors import ConfigError
 from vitlab.layers.args import ArgError, LayerTable
-from vitlab.layers.tables import ATTENTIONS, STEMS
+from vitlab.layers.tables import ATTENTIONS, STEMS, AttnArgs, StemArgs
 
 _TABLES: dict[str, LayerTable] = {"stem": STEMS, "attn": ATTENTIONS}
 # The flat fields of configs from before the tables: legacy name -> (table, argument, value meaning "unset").
@@ -111,20 +111,21 @@ class ViTConfig:
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
 
-    def stem_layer_args(self) -> Any:
+    def stem_layer_args(self) -> StemArgs:
         """The stem's typed arguments (a dataclass of :data:`vitlab.layers.tables.STEMS`)."""
         return STEMS.parse(self.stem, self.stem_args)
 
-    def attn_layer_args(self) -> Any:
+    def attn_layer_args(self) -> AttnArgs:
         """The attention variant's typed arguments (a dataclass of :data:`vitlab.layers.tables.ATTENTIONS`)."""
         return ATTENTIONS.parse(self.attn, self.attn_args)
 
     def replace(self, **overrides: Any) -> ViTConfig:
         """A copy with fields overridden; unknown names raise ConfigError listing the valid ones.
 
-        Legacy flat names (``stem_channels=``, ``attn_type=``, ``reattn_blocks=`` ...) are mapped into
-        ``stem_args`` / ``attn_args``; one that the chosen stem or attention does not take raises
-        ConfigError unless it holds its old "unset" value.
+        ``stem_args`` / ``attn_args`` update the arguments of the current stem / attention; a new
+        ``stem`` / ``attn`` starts from its own defaults. Legacy flat names (``stem_channels=``,
+        ``attn_type=``, ``reattn_blocks=`` ...) are mapped into those dicts; one that the chosen stem
+        or attention does not take raises ConfigError unless it holds its old "unset" value.
         """
         fixed, legacy = _split_legacy(overrides)
         names = {f.name for f in dataclasses.fields(self)}
@@ -143,10 +144,9 @@ class ViTConfig:
             fixed["std"] = (self.std[0],) * fixed["in_chans"]
         for group in _TABLES:
             name = fixed.get(group, getattr(self, group))
-            if f"{group}_args" in fixed:
-                args = dict(fixed[f"{group}_args"])
-            else:  # a new variant starts from its defaults; the same one keeps its arguments
-                args = dict(getattr(self, f"{group}_args")) if name == getattr(self, group) else {}
+            # The same variant keeps its arguments (overrides update them); a new one starts from its defaults.
+            args = dict(getattr(self, f"{group}_args")) if name == getattr(self, group) else {}
+            args.update(fixed.get(f"{group}_args") or {})
             args.update(_legacy_args(group, name, legacy, strict=True))
             fixed[group], fixed[f"{group}_args"] = name, args
         return dataclasses.replace(self, **fixed)
