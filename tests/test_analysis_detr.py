@@ -81,3 +81,8 @@ def test_analyze_detr_bad_requests(checkpoint: Path, shapes: Path, tmp_path: Pat
     code = main(["analyze", "encoder", "--model", "vit_pico_patch4_28", "--images", str(shapes),
                  "--out", str(tmp_path)])
     assert code != 0 and "DETR only" in capsys.readouterr().err
+
+
+def test_report_points_a_detr_to_analyze(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code = main(["report", str(checkpoint), "--out", str(tmp_path / "r.html")])
+    assert code != 0 and "vitlab analyze all" in capsys.readouterr().err

@@ -19,7 +19,7 @@ from vitlab.analysis.collect import AnalysisOptions, AttentionStats, collect_att
 from vitlab.analysis.figures import ANALYSES, EXPLAIN, TITLES, Figure, _png, image_figures, weight_figures
 from vitlab.analysis.html import Section, render, table
 from vitlab.analysis.inputs import ImageSet, LoadedModel, load_images, load_model
-from vitlab.errors import CheckpointError, DataError
+from vitlab.errors import CheckpointError, ConfigError, DataError
 
 _EXPLAIN = {
     "summary": "What was analysed: the model, its weights and the images the figures below are computed on.",
@@ -100,6 +100,9 @@ def build_report(
     o = options or AnalysisOptions()
     run = resolve_target(target)
     loaded = load_model(str(run.checkpoint), device=device)
+    if loaded.is_detr:
+        raise ConfigError(f"{run.checkpoint}: the report covers ViT classifiers; for a DETR use "
+                          "`vitlab analyze all --model CHECKPOINT --images ...` (encoder / decoder attention)")
     notes: list[str] = []
     specs = list(images) if images else ([run.default_images] if run.default_images else [])
     imgs: ImageSet | None = None
