@@ -1,7 +1,10 @@
-"""The user-facing API, above the registry and the weights layer: build models, load checkpoints.
+"""The user-facing API, above the registry and the weights layer: build, load, save, convert.
 
 >>> from vitlab.api import create_model, load_checkpoint
 >>> model = create_model("vit_tiny_patch16_224", num_classes=10)
+
+``save_weights`` writes a vitlab checkpoint; ``import_weights`` / ``export_weights`` convert
+through the format table (:mod:`vitlab.weights.formats`).
 
 Importing this module imports :mod:`vitlab.models`, whose families register themselves in the
 leaf :mod:`vitlab.registry`; so :func:`list_models` here always sees the built-in models.
@@ -17,9 +20,11 @@ from torch import nn
 
 import vitlab.models  # noqa: F401  (runs the @register_model decorators of the built-in families)
 from vitlab.registry import build_model, get_builder, is_model, list_models, register_model
-from vitlab.weights.vitlab_format import Checkpoint
+from vitlab.weights.api import Imported, export_weights, import_weights
+from vitlab.weights.vitlab_format import Checkpoint, save_weights
 
-__all__ = ["Checkpoint", "create_model", "is_model", "list_models", "load_checkpoint", "register_model"]
+__all__ = ["Checkpoint", "Imported", "create_model", "export_weights", "import_weights", "is_model", "list_models",
+           "load_checkpoint", "register_model", "save_weights"]
 
 
 def create_model(name: str, pretrained: str | None = None, weights: str | Path | None = None,
