@@ -147,3 +147,32 @@ def test_args_overrides_update_the_current_variant() -> None:
         model = vitlab.create_model("deepvit_s_patch16_224", attn_args={"blocks": 2})
     assert model.config.attn_args == {"mode": "official", "blocks": 2, "init": "random", "scale": True}
     assert model.config.replace(attn="mhsa", attn_args={}).attn_args == {}
+
+
+def test_a_new_stem_is_one_dataclass_and_one_table_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The seam: a layer's arguments dataclass (check + layer) in the table is all build_vit needs."""
+    from dataclasses import dataclass
+    from functools import partial
+
+    from vitlab.layers.patch_embed import PatchEmbed
+
+    class BiasFreePatchEmbed(PatchEmbed):
+        def __init__(self, img_size, patch_size, in_chans, embed_dim, scale: float = 1.0) -> None:
+            super().__init__(img_size, patch_size, in_chans, embed_dim)
+            self.proj.bias = None
+            self.scale = scale
+
+    @dataclass(frozen=True)
+    class ToyArgs:
+        scale: float = 1.0
+
+        def check(self, patch_size: int) -> None:
+            pass
+
+        def layer(self):
+            return partial(BiasFreePatchEmbed, scale=self.scale)
+
+    monkeypatch.setitem(STEMS.entries, "toy", ToyArgs)
+    model = vitlab.create_model("vit_pico_patch4_28", depth=1, stem="toy", stem_args={"scale": 2})
+    assert isinstance(model.patch_embed, BiasFreePatchEmbed) and model.patch_embed.scale == 2.0
+    assert ViTConfig.from_dict(model.config.to_dict()).stem_args == {"scale": 2.0}

@@ -60,7 +60,11 @@ def make_options(head_fusion, discard_ratio, distance_prefix, collapse_threshold
 @click.option("--device", default="auto", show_default=True)
 @analysis_options
 def analyze_cmd(what, model_spec, images, out, limit, img_size, batch_size, device, **opts) -> None:
-    """Compute WHAT (an analysis, or all) for a model and write figures to --out."""
+    """Compute WHAT (an analysis, or all) for a model and write figures to --out.
+
+    For a DETR: encoder (self-attention of reference positions), decoder (cross-attention per
+    predicted object), or maps / all for both.
+    """
     from vitlab.analysis import collect_attention
     from vitlab.analysis.figures import ANALYSES, IMAGE_ANALYSES, image_figures, weight_figures
     from vitlab.analysis.inputs import load_images, load_model
