@@ -7,7 +7,6 @@ from pathlib import Path
 
 import click
 
-from vitlab.errors import ConfigError, RunDirError
 
 
 

@@ -35,12 +35,13 @@ from vitlab.engine.resume import remove_stale_temp, save_resumable
 from vitlab.engine.rng import rng_state, set_rng_state
 from vitlab.engine.rundir import RunDir
 from vitlab.engine.sampler import ResumableSampler, epoch_seed
+from vitlab.engine.session import Session
 from vitlab.engine.settings import EngineSettings
 from vitlab.engine.signals import StopRequest
 from vitlab.engine.sync_bn import convert_sync_batchnorm
 from vitlab.engine.tracking import TensorBoard, write_plots
 from vitlab.errors import ConfigError
-from vitlab.tasks.base import Task, minimises
+from vitlab.tasks.base import Task
 
 OptimizerFactory = Callable[[nn.Module], torch.optim.Optimizer]
 ScheduleFactory = Callable[[torch.optim.Optimizer, int], torch.optim.lr_scheduler.LambdaLR]
@@ -58,27 +59,6 @@ class FitResult:
     seconds: float
     exit_code: int = 0  # 143 / 130 when stopped by SIGTERM / SIGINT after checkpointing
     is_main: bool = True  # False on the non-zero ranks of a distributed run (they print nothing)
-
-
-@dataclass
-class _Session:
-    """The live objects of one fit."""
-
-    task: Task
-    model: nn.Module
-    wrapped: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
-    scaler: torch.amp.GradScaler | None
-    ema: ModelEma | None
-    s: EngineSettings
-    run: RunDir
-    info: distributed.DistInfo
-    device: torch.device
-    steps_per_epoch: int
-    echo: Callable[[str], None]
-    progress: bool = False
-    tb: TensorBoard | None = None
 
 
 def seed_everything(seed: int) -> None:
@@ -105,7 +85,7 @@ def steps_per_epoch(size: int, s: EngineSettings, world_size: int, drop_last: bo
 
 def _build(task: Task, model: nn.Module, s: EngineSettings, make_optimizer: OptimizerFactory,
            make_schedule: ScheduleFactory, run: RunDir, info: distributed.DistInfo, device: torch.device,
-           weights: dict[str, torch.Tensor] | None, echo: Callable[[str], None]) -> _Session:
+           weights: dict[str, torch.Tensor] | None, echo: Callable[[str], None]) -> Session:
     if s.fsdp and s.ema_decay:
         raise ConfigError("fsdp and ema.decay cannot be combined yet: the EMA needs unsharded weights")
     n_steps = steps_per_epoch(len(task.train_data), s, info.world_size, task.drop_last)  # type: ignore[arg-type]
@@ -124,10 +104,10 @@ def _build(task: Task, model: nn.Module, s: EngineSettings, make_optimizer: Opti
     optimizer = make_optimizer(model)
     scheduler = make_schedule(optimizer, n_steps)
     scaler = torch.amp.GradScaler("cuda") if s.precision == "fp16" else None
-    return _Session(task, model, wrapped, optimizer, scheduler, scaler, ema, s, run, info, device, n_steps, echo)
+    return Session(task, model, wrapped, optimizer, scheduler, scaler, ema, s, run, info, device, n_steps, echo)
 
 
-def _checkpoint(ss: _Session, epoch: int, batch: int, step: int, best: tuple[float, int], totals: EpochTotals,
+def _checkpoint(ss: Session, epoch: int, batch: int, step: int, best: tuple[float, int], totals: EpochTotals,
                 guard: NonFiniteGuard, last: dict[str, float]) -> None:
     """A resumable checkpoint pair at ``step`` (``batch`` global batches into ``epoch``)."""
     state = {"epoch": epoch, "batch_in_epoch": batch, "best_value": best[0], "best_epoch": best[1],
@@ -141,7 +121,7 @@ def _checkpoint(ss: _Session, epoch: int, batch: int, step: int, best: tuple[flo
     distributed.barrier(ss.info)
 
 
-def _loader(ss: _Session, epoch: int, start_batch: int) -> DataLoader:
+def _loader(ss: Session, epoch: int, start_batch: int) -> DataLoader:
     sampler = ResumableSampler(len(ss.task.train_data), ss.s.batch_size * ss.info.world_size, ss.s.seed,  # type: ignore[arg-type]
                                epoch, start_batch, ss.info.rank, ss.info.world_size, drop_last=ss.task.drop_last)
     # An explicit generator: creating the iterator draws a base seed from it, which would
@@ -151,7 +131,7 @@ def _loader(ss: _Session, epoch: int, start_batch: int) -> DataLoader:
                       generator=torch.Generator().manual_seed(epoch_seed(ss.s.seed, epoch)))
 
 
-def _validate(ss: _Session, epoch: int, step: int, best: tuple[float, int]) -> tuple[dict[str, float], tuple[float, int]]:
+def _validate(ss: Session, epoch: int, step: int, best: tuple[float, int]) -> tuple[dict[str, float], tuple[float, int]]:
     """Validation metrics (and the EMA's); writes ``best.safetensors`` when the chosen metric improves."""
     last = ss.task.evaluate(ss.model, ss.device, ss.s.precision, ss.info, "val_")
     if ss.ema is not None:
@@ -170,14 +150,14 @@ def _validate(ss: _Session, epoch: int, step: int, best: tuple[float, int]) -> t
     return last, best
 
 
-def _epoch_record(ss: _Session, epoch: int, step: int, totals: EpochTotals, lr: float) -> dict[str, Any]:
+def _epoch_record(ss: Session, epoch: int, step: int, totals: EpochTotals, lr: float) -> dict[str, Any]:
     t = totals.reduced(ss.info, ss.device)
     return {"kind": "epoch", "epoch": epoch, "step": step, "train_loss": t.loss_sum / max(t.images, 1),
             **ss.task.summarize(t.sums, t.images, t.micro_batches), "steps": t.steps, "skipped": t.skipped,
             "images": t.images, "seconds": t.seconds, "lr": lr}
 
 
-def _log(ss: _Session, record: dict[str, Any]) -> None:
+def _log(ss: Session, record: dict[str, Any]) -> None:
     if ss.info.is_main:
         ss.run.log(record)
         if ss.tb is not None:
@@ -222,7 +202,7 @@ def fit(task: Task, model: nn.Module, settings: EngineSettings, make_optimizer: 
                      exit_code, info.is_main)
 
 
-def _epochs(ss: _Session, st: Restored, stop: StopRequest) -> int:
+def _epochs(ss: Session, st: Restored, stop: StopRequest) -> int:
     """The epoch loop from the restored position; returns the exit code (0, or 128 + signal)."""
     s, opts = ss.s, StepOptions(ss.s.precision, ss.s.clip_grad, ss.s.accum_steps, ss.s.log_every, ss.s.seed)
     guard = NonFiniteGuard(s.nonfinite, s.max_bad_steps, st.in_a_row)
@@ -264,7 +244,7 @@ def _epochs(ss: _Session, st: Restored, stop: StopRequest) -> int:
     return 0
 
 
-def _last_used_lr(ss: _Session) -> float:
+def _last_used_lr(ss: Session) -> float:
     """The largest group rate of the last step taken (the schedule has already moved one step on)."""
     step = ss.scheduler.last_epoch - 1
     return max(base * fn(step) for base, fn in zip(ss.scheduler.base_lrs, ss.scheduler.lr_lambdas))

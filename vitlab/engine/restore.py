@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from vitlab.engine.loop import EpochTotals
 from vitlab.engine.parallel import load_optimizer_state
 from vitlab.engine.resume import Resumable, find_resumable
 from vitlab.engine.rundir import RunDir
+from vitlab.engine.session import Session
 from vitlab.engine.tracking import truncate_records
 from vitlab.errors import CheckpointError
 from vitlab.tasks.base import minimises
-
-if TYPE_CHECKING:  # annotations only: fit imports this module
-    from vitlab.engine.fit import _Session
 
 
 @dataclass
@@ -51,7 +49,7 @@ def find_checkpoint(run: RunDir) -> Resumable:
     return found
 
 
-def _reapply(ss: _Session, fresh: list[dict[str, Any]], step: int) -> None:
+def _reapply(ss: Session, fresh: list[dict[str, Any]], step: int) -> None:
     """Put the current config's hyperparameters back and set each group's rate for ``step``."""
     sched = ss.scheduler
     for group, values in zip(ss.optimizer.param_groups, fresh):
@@ -75,7 +73,7 @@ def _totals(state: dict[str, Any], is_main: bool, echo: Any) -> EpochTotals:
     return totals
 
 
-def restore(ss: _Session, found: Resumable) -> Restored:
+def restore(ss: Session, found: Resumable) -> Restored:
     """Load the training state of ``found`` into the session (weights are loaded before wrapping)."""
     st = found.state
     fresh = [{k: v for k, v in g.items() if k != "params"} for g in ss.optimizer.param_groups]
