@@ -3,7 +3,7 @@ mid-epoch resumes reporting the whole epoch, changed fields applied, the logged 
 norms, stale temp files. Each test here failed on the engine before issue 14.
 
 The runs use the main job's own recipe (configs/mnist.yaml: conv-stem ViT with drop-path 0.05,
-affine augmentation, warmup + cosine), shortened to 2 epochs of 6 steps.
+affine augmentation, warmup + cosine), shortened to 2 epochs of 6 steps, plus dropout and Mixup.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from vitlab.engine.checkpoint import read_tensors
 
 RECIPE = Path(__file__).resolve().parents[1] / "configs" / "mnist.yaml"
 ARGS = ["--config", str(RECIPE), "--epochs", "2", "--set", "max_steps_per_epoch=6", "--set", "log_every=1",
-        "--set", "max_eval_images=300", "--set", "tensorboard=false", "--device", "cpu", "--no-progress"]
+        "--set", "max_eval_images=300", "--set", "tensorboard=false", "--device", "cpu", "--no-progress",
+        "--set", "model_args.drop_rate=0.1", "--set", "mixup.mixup_alpha=0.2"]
 
 
 def _records(run: Path, kind: str) -> list[dict]:
@@ -72,12 +73,13 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run
 
 
-def test_sigkill_in_epoch_two_resumes_exactly_from_the_epoch_end(reference: Path, tmp_path: Path) -> None:
-    """The default cadence: the only checkpoint is the end of epoch 1, and drop-path is on."""
+@pytest.mark.parametrize("workers", [0, 2])
+def test_sigkill_in_epoch_two_resumes_exactly_from_the_epoch_end(reference: Path, tmp_path: Path, workers: int) -> None:
+    """The default cadence: the only checkpoint is the end of epoch 1; drop-path and dropout are on."""
     run = tmp_path / "run"
-    _kill_at(run, 7)
+    _kill_at(run, 7, "--workers", str(workers))
     assert sorted(p.name for p in (run / "checkpoints").glob("step-*.state.pt")) == ["step-00000006.state.pt"]
-    assert main(["train", "--resume", "auto", *ARGS, "--out", str(run)]) == 0
+    assert main(["train", "--resume", "auto", *ARGS, "--workers", str(workers), "--out", str(run)]) == 0
     assert _losses(run) == _losses(reference)  # steps 7-12 included, bitwise
     assert _weights_equal(run, reference)
 
