@@ -51,6 +51,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_train_writes_run_folder(run: Path) -> None:
     for name in ("last.safetensors", "best.safetensors"):
         assert (run / "checkpoints" / name).is_file()
+    for plot in ("loss.png", "lr.png", "ap.png"):  # the engine's plots, as for classification
+        assert (run / plot).stat().st_size > 1000
     assert len(list((run / "checkpoints").glob("step-*.state.pt"))) == 2  # one per epoch, newest two kept
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     epochs = [r for r in records if r["kind"] == "epoch"]

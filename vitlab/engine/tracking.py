@@ -112,4 +112,18 @@ def write_plots(metrics: Path, folder: Path) -> list[Path]:
         fig.savefig(folder / "accuracy.png", dpi=100)
         plt.close(fig)
         written.append(folder / "accuracy.png")
+    ap = [r for r in epochs if "val_AP" in r]
+    if ap:  # detection: COCO box AP per validated epoch
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for key, style in (("val_AP", "o-"), ("val_AP50", "s-"), ("ema_val_AP", "o--")):
+            if any(key in r for r in ap):
+                ax.plot([r["epoch"] + 1 for r in ap if key in r], [r[key] for r in ap if key in r], style, label=key)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("box AP (%)")
+        ax.legend()
+        ax.set_title("validation AP")
+        fig.tight_layout()
+        fig.savefig(folder / "ap.png", dpi=100)
+        plt.close(fig)
+        written.append(folder / "ap.png")
     return written
