@@ -17,7 +17,7 @@ import yaml
 
 from detr_tiny import TINY_FLAGS
 from vitlab.cli.main import main
-from vitlab.engine.checkpoint import read_tensors
+from vitlab.weights.vitlab_format import read_tensors
 
 BASE = ["detect", "train", "--data", "shapes:16:64", "--val", "shapes:8:64", *TINY_FLAGS, "--epochs", "4",
         "--set", "log_every=1", "--set", "tensorboard=false", "--set", "data.hflip=0.5"]

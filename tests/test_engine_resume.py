@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from vitlab.cli.main import main
-from vitlab.engine.checkpoint import read_tensors
+from vitlab.weights.vitlab_format import read_tensors
 
 RECIPE = Path(__file__).resolve().parents[1] / "configs" / "mnist.yaml"
 ARGS = ["--config", str(RECIPE), "--epochs", "2", "--set", "max_steps_per_epoch=6", "--set", "log_every=1",

@@ -27,7 +27,7 @@ from vitlab.engine.optim import build_optimizer, build_scheduler
 from vitlab.engine.rundir import RunDir, claim_run_dir
 from vitlab.engine.settings import EngineSettings
 from vitlab.errors import ConfigError, DataError
-from vitlab.registry import create_model
+from vitlab.api import create_model
 from vitlab.tasks.classification import ClassificationTask
 from vitlab.utils.device import resolve_device, resolve_precision
 

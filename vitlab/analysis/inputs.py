@@ -42,8 +42,8 @@ def load_model(spec: str, img_size: int | None = None, device: torch.device | st
     """
     from vitlab.models.detr import DETR, create_detr
     from vitlab.models.detr import PRESETS as DETR_PRESETS
-    from vitlab.engine.checkpoint import load_checkpoint
-    from vitlab.registry import create_model, is_model
+    from vitlab.weights.rebuild import load_checkpoint
+    from vitlab.registry import build_model, is_model
 
     path = Path(spec).expanduser()
     if path.suffix == ".safetensors" or path.exists():
@@ -57,7 +57,7 @@ def load_model(spec: str, img_size: int | None = None, device: torch.device | st
         overrides = {"img_size": (img_size, img_size)} if img_size and is_model(spec) else {}
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = (create_model(spec, **overrides) if is_model(spec) else create_detr(spec)).to(device)
+            model = (build_model(spec, **overrides) if is_model(spec) else create_detr(spec)).to(device)
         classes = [str(i) for i in range(getattr(model, "num_classes", 0))]
         info, name = {"note": "random initialisation"}, spec
     else:

@@ -31,7 +31,7 @@ def eval_cmd(checkpoint, data, split, batch_size, workers, device, precision, ou
     from torch.utils.data import DataLoader
 
     from vitlab.data import ImageFolderDataset, Preprocess, build_eval_transform, open_source
-    from vitlab.engine.checkpoint import load_checkpoint
+    from vitlab.api import load_checkpoint
     from vitlab.evaluation.inference import evaluate
     from vitlab.errors import DataError
     from vitlab.evaluation.plots import save_confusion_png

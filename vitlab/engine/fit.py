@@ -25,7 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from vitlab.engine import distributed
-from vitlab.engine.checkpoint import save_weights
+from vitlab.weights.vitlab_format import save_weights
 from vitlab.engine.ema import ModelEma
 from vitlab.engine.loop import EpochTotals, StepOptions, train_one_epoch
 from vitlab.engine.nonfinite import NonFiniteGuard
@@ -90,7 +90,7 @@ def _build(task: Task, model: nn.Module, s: EngineSettings, make_optimizer: Opti
         raise ConfigError("fsdp and ema.decay cannot be combined yet: the EMA needs unsharded weights")
     n_steps = steps_per_epoch(len(task.train_data), s, info.world_size, task.drop_last)  # type: ignore[arg-type]
     if weights is not None:  # before sharding / wrapping
-        from vitlab.engine.checkpoint import load_state_checked
+        from vitlab.weights.vitlab_format import load_state_checked
 
         load_state_checked(model, weights, str(run.checkpoints))
     model = model.to(device)

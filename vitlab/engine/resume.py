@@ -18,7 +18,7 @@ from typing import Any
 
 from torch import nn
 
-from vitlab.engine.checkpoint import load_state, read_metadata, read_tensors, save_state, save_weights
+from vitlab.weights.vitlab_format import load_state, read_metadata, read_tensors, save_state, save_weights
 from vitlab.engine.rundir import RunDir
 from vitlab.errors import CheckpointError
 
