@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from vitlab.engine.sampler import epoch_seed
+from vitlab.utils.seeding import epoch_seed
 
 
 class SeededTransform(Dataset):

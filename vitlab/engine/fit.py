@@ -1,4 +1,4 @@
-"""The one training engine: any :class:`~vitlab.tasks.base.Task`, one process or torchrun.
+"""The one training engine: any :class:`~vitlab.engine.task.Task`, one process or torchrun.
 
 ``fit`` owns the epoch loop, exact resume, checkpoints and their cadence, SIGTERM / SIGINT,
 DDP / FSDP2, SyncBatchNorm, accumulation, clipping, EMA, the non-finite policy, logging (JSONL,
@@ -41,7 +41,7 @@ from vitlab.engine.signals import StopRequest
 from vitlab.engine.sync_bn import convert_sync_batchnorm
 from vitlab.engine.tracking import TensorBoard, write_plots
 from vitlab.errors import ConfigError
-from vitlab.tasks.base import Task
+from vitlab.engine.task import Task
 
 OptimizerFactory = Callable[[nn.Module], torch.optim.Optimizer]
 ScheduleFactory = Callable[[torch.optim.Optimizer, int], torch.optim.lr_scheduler.LambdaLR]

@@ -1,6 +1,6 @@
 """One epoch of training for any task, with explicit arguments (DESIGN rule 5).
 
-The task supplies the loss of a micro-batch (:meth:`vitlab.tasks.base.Task.step`); this module
+The task supplies the loss of a micro-batch (:meth:`vitlab.engine.task.Task.step`); this module
 owns accumulation, clipping, the non-finite policy, the fp16 scaler, EMA updates, the per-step
 log and the epoch totals (which are checkpointed, so a resumed epoch reports the whole epoch).
 """
@@ -21,7 +21,7 @@ from vitlab.engine.distributed import DistInfo, all_reduce_mean, all_reduce_sum_
 from vitlab.engine.ema import ModelEma
 from vitlab.engine.nonfinite import NonFiniteGuard
 from vitlab.engine.sampler import epoch_seed
-from vitlab.tasks.base import Task
+from vitlab.engine.task import Task
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from vitlab.engine.rundir import RunDir
 from vitlab.engine.session import Session
 from vitlab.engine.tracking import truncate_records
 from vitlab.errors import CheckpointError
-from vitlab.tasks.base import minimises
+from vitlab.engine.task import minimises
 
 
 @dataclass

@@ -14,10 +14,9 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import Sampler
 
+from vitlab.utils.seeding import epoch_seed
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """A 63-bit seed for (run seed, epoch), stable across Python versions and platforms."""
-    return (seed * 1_000_003 + epoch * 7_919 + 12_345) % (2**63 - 1)
+__all__ = ["ResumableSampler", "epoch_seed"]  # epoch_seed re-exported: callers import it from here
 
 
 class ResumableSampler(Sampler[int]):

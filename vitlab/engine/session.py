@@ -13,7 +13,7 @@ from vitlab.engine.ema import ModelEma
 from vitlab.engine.rundir import RunDir
 from vitlab.engine.settings import EngineSettings
 from vitlab.engine.tracking import TensorBoard
-from vitlab.tasks.base import Task
+from vitlab.engine.task import Task
 
 
 @dataclass

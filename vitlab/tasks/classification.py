@@ -1,4 +1,4 @@
-"""Image classification as a :class:`~vitlab.tasks.base.Task`: cross-entropy (or soft-target
+"""Image classification as a :class:`~vitlab.engine.task.Task`: cross-entropy (or soft-target
 cross-entropy under Mixup / CutMix), top-1 during training, top-1 / top-5 / loss / ECE on validation."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from vitlab.data.mixup import MixupCutmix
 from vitlab.engine.distributed import DistInfo, all_reduce_sum_tensor
 from vitlab.evaluation.inference import evaluate
 from vitlab.evaluation.metrics import ClassificationMeter
-from vitlab.tasks.base import StepOutput, Task
+from vitlab.engine.task import StepOutput, Task
 from vitlab.utils.device import autocast
 
 

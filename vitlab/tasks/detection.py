@@ -1,4 +1,4 @@
-"""Detection as set prediction (DETR) as a :class:`~vitlab.tasks.base.Task`: Hungarian-matched
+"""Detection as set prediction (DETR) as a :class:`~vitlab.engine.task.Task`: Hungarian-matched
 CE + L1 + GIoU on ``(images, mask, targets)`` batches; COCO box AP on validation."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from vitlab.detection.collate import collate_detection
 from vitlab.detection.evaluate import evaluate, to_device
 from vitlab.engine.distributed import DistInfo, all_reduce_sum_tensor
 from vitlab.models.detr.criterion import SetCriterion
-from vitlab.tasks.base import StepOutput, Task
+from vitlab.engine.task import StepOutput, Task
 from vitlab.utils.device import autocast
 
 _COMPONENTS = ("loss_ce", "loss_bbox", "loss_giou", "cardinality_error", "class_error")

@@ -1,4 +1,6 @@
-"""What a kind of training (classification, detection, ...) provides to the one engine.
+"""The seam between the engine and the tasks: what a kind of training provides to the engine.
+
+The engine defines this interface; ``vitlab/tasks/`` implements it (classification, detection).
 
 The engine (:mod:`vitlab.engine.fit`) owns the loop, exact resume, checkpoints, signals,
 torchrun, accumulation, clipping, EMA, the non-finite policy and logging. A :class:`Task` owns
