@@ -3,19 +3,20 @@ torchrun with 2 processes equal to 1, and CLI choices persisted for a resumed ru
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from detr_tiny import TINY_FLAGS
+from run_helpers import last_weights_equal as _weights_equal
+from run_helpers import losses as _losses
+from run_helpers import records as _records
+from run_helpers import signal_at
 from vitlab.cli.main import main
 from vitlab.weights.vitlab_format import read_tensors
 
@@ -23,40 +24,8 @@ BASE = ["detect", "train", "--data", "shapes:16:64", "--val", "shapes:8:64", *TI
         "--set", "log_every=1", "--set", "tensorboard=false", "--set", "data.hflip=0.5"]
 
 
-def _records(run: Path, kind: str) -> list[dict]:
-    out = []
-    path = run / "metrics.jsonl"
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if rec.get("kind") == kind:
-            out.append(rec)
-    return out
-
-
-def _losses(run: Path) -> list[tuple[int, float]]:
-    return [(r["step"], r["loss"]) for r in _records(run, "train")]
-
-
-def _weights_equal(a: Path, b: Path) -> bool:
-    wa, wb = read_tensors(a / "checkpoints" / "last.safetensors"), read_tensors(b / "checkpoints" / "last.safetensors")
-    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
-
-
-def _signal_at(run: Path, at_step: int, sig: int, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "vitlab", *BASE, *extra, "--out", str(run)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if any(s >= at_step for s, _ in _losses(run)):
-            proc.send_signal(sig)
-            break
-        time.sleep(0.001)
-    proc.wait(timeout=240)
-    return proc
+def _signal_at(run: Path, at_step: int, sig: int, *extra: str):
+    return signal_at([*BASE, *extra, "--out", str(run)], run, at_step, sig)
 
 
 @pytest.fixture(scope="module")

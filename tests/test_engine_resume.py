@@ -8,20 +8,17 @@ affine augmentation, warmup + cosine), shortened to 2 epochs of 6 steps, plus dr
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-import torch
 
+from run_helpers import last_weights_equal as _weights_equal
+from run_helpers import losses as _losses
+from run_helpers import records as _records
+from run_helpers import signal_at
 from vitlab.cli.main import main
-from vitlab.weights.vitlab_format import read_tensors
 
 RECIPE = Path(__file__).resolve().parents[1] / "configs" / "mnist.yaml"
 ARGS = ["--config", str(RECIPE), "--epochs", "2", "--set", "max_steps_per_epoch=6", "--set", "log_every=1",
@@ -29,39 +26,9 @@ ARGS = ["--config", str(RECIPE), "--epochs", "2", "--set", "max_steps_per_epoch=
         "--set", "model_args.drop_rate=0.1", "--set", "mixup.mixup_alpha=0.2"]
 
 
-def _records(run: Path, kind: str) -> list[dict]:
-    out = []
-    for line in (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").is_file() else []:
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if rec.get("kind") == kind:
-            out.append(rec)
-    return out
-
-
-def _losses(run: Path) -> list[tuple[int, float]]:
-    return [(r["step"], r["loss"]) for r in _records(run, "train")]
-
-
-def _weights_equal(a: Path, b: Path) -> bool:
-    wa, wb = read_tensors(a / "checkpoints" / "last.safetensors"), read_tensors(b / "checkpoints" / "last.safetensors")
-    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
-
-
 def _kill_at(run: Path, at_step: int, *extra: str) -> None:
     """Start a training subprocess and SIGKILL it once step ``at_step`` is logged."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same intra-op threads as this (pytest) process
-    proc = subprocess.Popen([sys.executable, "-m", "vitlab", "train", *ARGS, *extra, "--out", str(run)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if any(s >= at_step for s, _ in _losses(run)):
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.002)
-    proc.wait(timeout=240)
+    proc = signal_at(["train", *ARGS, *extra, "--out", str(run)], run, at_step, signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read() if proc.stderr else ""
     assert max(s for s, _ in _losses(run)) < 12, "the run finished before it was killed"
 

@@ -25,7 +25,7 @@ from vitlab.engine import distributed
 from vitlab.engine.fit import FitResult, fit, seed_everything
 from vitlab.engine.optim import build_optimizer, build_scheduler
 from vitlab.engine.rundir import RunDir, claim_run_dir
-from vitlab.engine.settings import EngineSettings
+from vitlab.engine.settings import settings_from_config
 from vitlab.errors import ConfigError, DataError
 from vitlab.api import create_model
 from vitlab.tasks.classification import ClassificationTask
@@ -89,18 +89,6 @@ def _prepare(cfg: TrainConfig) -> _Prepared:
     return _Prepared(probe, train_ds, val_ds, classes, device, precision)
 
 
-def engine_settings(cfg: TrainConfig, precision: str) -> EngineSettings:
-    """The engine's part of a classification config."""
-    return EngineSettings(
-        epochs=cfg.epochs, seed=cfg.seed, batch_size=cfg.data.batch_size, workers=cfg.data.workers,
-        accum_steps=cfg.optim.accum_steps, clip_grad=cfg.optim.clip_grad, nonfinite=cfg.nonfinite,
-        max_bad_steps=cfg.max_bad_steps, log_every=cfg.log_every, eval_every=cfg.eval_every,
-        max_steps_per_epoch=cfg.max_steps_per_epoch, checkpoint_every=cfg.checkpoint.every_steps,
-        keep=cfg.checkpoint.keep, best_metric=cfg.checkpoint.best_metric, ema_decay=cfg.ema.decay,
-        ema_warmup=cfg.ema.warmup, precision=precision, compile=cfg.compile, fsdp=cfg.fsdp, sync_bn=cfg.sync_bn,
-        tensorboard=cfg.tensorboard)
-
-
 def _task(cfg: TrainConfig, prep: _Prepared) -> ClassificationTask:
     mixup = None
     if cfg.mixup.mixup_alpha > 0 or cfg.mixup.cutmix_alpha > 0:
@@ -139,7 +127,7 @@ def train(
         return build_scheduler(optimizer, cfg.epochs * steps, int(o.warmup_epochs * steps), o.min_lr, o.lr)
 
     try:
-        return fit(_task(cfg, prep), prep.model, engine_settings(cfg, prep.precision), make_optimizer, make_schedule,
-                   run, resume, device, info, progress and info.is_main, say, lambda: save_config(cfg, run.config))
+        return fit(_task(cfg, prep), prep.model, settings_from_config(cfg, prep.precision), make_optimizer,
+                   make_schedule, run, resume, device, info, progress and info.is_main, say, lambda: save_config(cfg, run.config))
     finally:
         distributed.shutdown(info)

@@ -24,7 +24,7 @@ from vitlab.engine import distributed
 from vitlab.engine.fit import FitResult, fit, seed_everything
 from vitlab.engine.optim import warmup_cosine
 from vitlab.engine.rundir import RunDir, claim_run_dir
-from vitlab.engine.settings import EngineSettings
+from vitlab.engine.settings import settings_from_config
 from vitlab.errors import ConfigError, DataError
 from vitlab.models.detr import PRESETS, DetrConfig, HungarianMatcher, SetCriterion, create_detr
 from vitlab.models.detr.backbone import ViTBackbone
@@ -79,18 +79,6 @@ def build_schedule(optimizer: torch.optim.Optimizer, cfg: DetectConfig, steps_pe
     return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
 
 
-def engine_settings(cfg: DetectConfig, precision: str) -> EngineSettings:
-    """The engine's part of a detection config."""
-    return EngineSettings(
-        epochs=cfg.epochs, seed=cfg.seed, batch_size=cfg.data.batch_size, workers=cfg.data.workers,
-        accum_steps=cfg.optim.accum_steps, clip_grad=cfg.optim.clip_grad, nonfinite=cfg.nonfinite,
-        max_bad_steps=cfg.max_bad_steps, log_every=cfg.log_every, eval_every=cfg.eval_every,
-        max_steps_per_epoch=cfg.max_steps_per_epoch, checkpoint_every=cfg.checkpoint.every_steps,
-        keep=cfg.checkpoint.keep, best_metric=cfg.checkpoint.best_metric, ema_decay=cfg.ema.decay,
-        ema_warmup=cfg.ema.warmup, precision=precision, compile=cfg.compile, fsdp=cfg.fsdp, sync_bn=cfg.sync_bn,
-        tensorboard=cfg.tensorboard)
-
-
 def _prepare(cfg: DetectConfig, info: distributed.DistInfo) -> tuple[torch.nn.Module, DetectionTask, torch.device, str]:
     """Model, task, device and precision; raises on bad input before anything is written."""
     device = resolve_device(cfg.device)
@@ -131,7 +119,7 @@ def train(cfg: DetectConfig, out: str | Path, resume: bool = False, overwrite: b
     distributed.barrier(info)
     o = cfg.optim
     try:
-        return fit(task, model, engine_settings(cfg, precision),
+        return fit(task, model, settings_from_config(cfg, precision),
                    lambda m: build_optimizer(m, o.lr, o.lr_backbone, o.weight_decay, o.betas),
                    lambda opt, steps: build_schedule(opt, cfg, steps), run, resume, device, info,
                    progress and info.is_main, say, lambda: save_detect_config(cfg, run.config))

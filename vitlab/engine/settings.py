@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
@@ -53,3 +53,16 @@ class EngineSettings:
     fsdp: bool = False
     sync_bn: bool | None = None
     tensorboard: bool = True
+
+
+def settings_from_config(cfg: Any, precision: str) -> EngineSettings:
+    """The engine's part of a run config (``TrainConfig`` or ``DetectConfig``: both name these fields
+    alike), read here once so the engine itself only ever sees explicit values."""
+    return EngineSettings(
+        epochs=cfg.epochs, seed=cfg.seed, batch_size=cfg.data.batch_size, workers=cfg.data.workers,
+        accum_steps=cfg.optim.accum_steps, clip_grad=cfg.optim.clip_grad, nonfinite=cfg.nonfinite,
+        max_bad_steps=cfg.max_bad_steps, log_every=cfg.log_every, eval_every=cfg.eval_every,
+        max_steps_per_epoch=cfg.max_steps_per_epoch, checkpoint_every=cfg.checkpoint.every_steps,
+        keep=cfg.checkpoint.keep, best_metric=cfg.checkpoint.best_metric, ema_decay=cfg.ema.decay,
+        ema_warmup=cfg.ema.warmup, precision=precision, compile=cfg.compile, fsdp=cfg.fsdp, sync_bn=cfg.sync_bn,
+        tensorboard=cfg.tensorboard)

@@ -62,68 +62,55 @@ def truncate_records(metrics: Path, step: int, epoch: int) -> None:
     atomic_write(metrics, lambda f: f.write(blob))
 
 
-def write_plots(metrics: Path, folder: Path) -> list[Path]:
-    """loss.png, accuracy.png and lr.png from a run's metrics.jsonl; returns the files written."""
+Series = tuple[str, list[float], list[float], str]  # (label, x, y, matplotlib style)
+
+
+def _figure(path: Path, series: list[Series], xlabel: str, ylabel: str, title: str) -> Path:
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, xs, ys, style in series:
+        ax.plot(xs, ys, style, lw=0.8 if style == "-" else 1.5, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if len(series) > 1:
+        ax.legend()
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _by_epoch(epochs: list[dict[str, Any]], key: str, label: str, style: str) -> list[Series]:
+    rows = [r for r in epochs if key in r]
+    return [(label, [r["epoch"] + 1 for r in rows], [r[key] for r in rows], style)] if rows else []
+
+
+def write_plots(metrics: Path, folder: Path) -> list[Path]:
+    """loss.png and lr.png, and accuracy.png (classification) or ap.png (detection), from a run's
+    metrics.jsonl; returns the files written."""
     records = read_records(metrics)
     train = [r for r in records if r.get("kind") == "train"]
     epochs = [r for r in records if r.get("kind") == "epoch"]
     written = []
     if train:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot([r["step"] for r in train], [r["loss"] for r in train], lw=0.8, label="train (per logged step)")
-        ev = [r for r in epochs if "val_loss" in r]
-        if ev:
-            ax.plot([r["step"] for r in ev], [r["val_loss"] for r in ev], "o-", label="validation")
-        ax.set_xlabel("optimizer step")
-        ax.set_ylabel("loss")
-        ax.legend()
-        ax.set_title("loss")
-        fig.tight_layout()
-        fig.savefig(folder / "loss.png", dpi=100)
-        plt.close(fig)
-        written.append(folder / "loss.png")
-        fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot([r["step"] for r in train], [r["lr"] for r in train])
-        ax.set_xlabel("optimizer step")
-        ax.set_ylabel("learning rate")
-        ax.set_title("learning rate")
-        fig.tight_layout()
-        fig.savefig(folder / "lr.png", dpi=100)
-        plt.close(fig)
-        written.append(folder / "lr.png")
-    ev = [r for r in epochs if "val_top1" in r]
-    if ev:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot([r["epoch"] + 1 for r in epochs], [r["train_top1"] for r in epochs], "o-", label="train top-1")
-        ax.plot([r["epoch"] + 1 for r in ev], [r["val_top1"] for r in ev], "o-", label="val top-1")
-        if any("ema_val_top1" in r for r in ev):
-            ax.plot([r["epoch"] + 1 for r in ev if "ema_val_top1" in r],
-                    [r["ema_val_top1"] for r in ev if "ema_val_top1" in r], "o--", label="EMA val top-1")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("accuracy (%)")
-        ax.legend()
-        ax.set_title("accuracy")
-        fig.tight_layout()
-        fig.savefig(folder / "accuracy.png", dpi=100)
-        plt.close(fig)
-        written.append(folder / "accuracy.png")
-    ap = [r for r in epochs if "val_AP" in r]
-    if ap:  # detection: COCO box AP per validated epoch
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for key, style in (("val_AP", "o-"), ("val_AP50", "s-"), ("ema_val_AP", "o--")):
-            if any(key in r for r in ap):
-                ax.plot([r["epoch"] + 1 for r in ap if key in r], [r[key] for r in ap if key in r], style, label=key)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("box AP (%)")
-        ax.legend()
-        ax.set_title("validation AP")
-        fig.tight_layout()
-        fig.savefig(folder / "ap.png", dpi=100)
-        plt.close(fig)
-        written.append(folder / "ap.png")
+        steps = [r["step"] for r in train]
+        val = [r for r in epochs if "val_loss" in r]
+        loss = [("train (per logged step)", steps, [r["loss"] for r in train], "-")]
+        loss += [("validation", [r["step"] for r in val], [r["val_loss"] for r in val], "o-")] if val else []
+        written.append(_figure(folder / "loss.png", loss, "optimizer step", "loss", "loss"))
+        written.append(_figure(folder / "lr.png", [("lr", steps, [r["lr"] for r in train], "-")], "optimizer step",
+                               "learning rate", "learning rate (of each logged step)"))
+    if any("val_top1" in r for r in epochs):
+        acc = (_by_epoch(epochs, "train_top1", "train top-1", "o-") + _by_epoch(epochs, "val_top1", "val top-1", "o-")
+               + _by_epoch(epochs, "ema_val_top1", "EMA val top-1", "o--"))
+        written.append(_figure(folder / "accuracy.png", acc, "epoch", "accuracy (%)", "accuracy"))
+    if any("val_AP" in r for r in epochs):  # detection: COCO box AP per validated epoch
+        ap = (_by_epoch(epochs, "val_AP", "val AP", "o-") + _by_epoch(epochs, "val_AP50", "val AP50", "s-")
+              + _by_epoch(epochs, "ema_val_AP", "EMA val AP", "o--"))
+        written.append(_figure(folder / "ap.png", ap, "epoch", "box AP (%)", "validation AP"))
     return written
