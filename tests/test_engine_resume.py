@@ -107,3 +107,15 @@ def test_stale_temp_files_are_removed_at_start_up(reference: Path, tmp_path: Pat
     assert main(["train", "--resume", str(run), "--epochs", "3", "--allow-change", "epochs", "--no-progress"]) == 0
     assert not any(p.exists() for p in stale)
     assert "removed 2 temporary file(s) left by an interrupted save" in capsys.readouterr().out
+
+
+def test_mid_epoch_resume_refuses_a_changed_batch_size(reference: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    """Batches already consumed are counted in global batches: another batch size mid-epoch is refused."""
+    run = tmp_path / "run"
+    _kill_at(run, 3, "--set", "checkpoint.every_steps=2")
+    code = main(["train", "--resume", "auto", *ARGS, "--set", "checkpoint.every_steps=2", "--batch-size", "64",
+                 "--allow-change", "data.batch_size", "--out", str(run)])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "data.batch_size x processes 128 -> 64" in err and "mid-epoch" in err

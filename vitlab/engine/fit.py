@@ -30,7 +30,7 @@ from vitlab.engine.ema import ModelEma
 from vitlab.engine.loop import EpochTotals, StepOptions, train_one_epoch
 from vitlab.engine.nonfinite import NonFiniteGuard
 from vitlab.engine.parallel import full_weights, optimizer_state, wrap
-from vitlab.engine.restore import Restored, find_checkpoint, restore
+from vitlab.engine.restore import Restored, find_checkpoint, position_of, restore
 from vitlab.engine.resume import remove_stale_temp, save_resumable
 from vitlab.engine.rng import rng_state, set_rng_state
 from vitlab.engine.rundir import RunDir
@@ -114,7 +114,8 @@ def _checkpoint(ss: Session, epoch: int, batch: int, step: int, best: tuple[floa
              "optimizer": optimizer_state(ss.model, ss.optimizer, ss.info, ss.s.fsdp),
              "scheduler": ss.scheduler.state_dict(), "scaler": ss.scaler.state_dict() if ss.scaler is not None else {},
              "ema": ss.ema.state_dict() if ss.ema is not None else {}, "rng": rng_state(),
-             "totals": totals.reduced(ss.info, ss.device).to_state(), "nonfinite_in_a_row": guard.in_a_row}
+             "totals": totals.reduced(ss.info, ss.device).to_state(), "nonfinite_in_a_row": guard.in_a_row,
+             "position": position_of(ss)}
     full = full_weights(ss.model, ss.info, ss.s.fsdp)
     if ss.info.is_main:
         save_resumable(ss.run, step, ss.model, ss.task.class_names, {"epoch": epoch, **last}, state, ss.s.keep, full)

@@ -19,7 +19,7 @@ from vitlab.engine.resume import Resumable, find_resumable
 from vitlab.engine.rundir import RunDir
 from vitlab.engine.session import Session
 from vitlab.engine.tracking import truncate_records
-from vitlab.errors import CheckpointError
+from vitlab.errors import CheckpointError, ConfigError
 from vitlab.engine.task import minimises
 
 
@@ -73,6 +73,25 @@ def _totals(state: dict[str, Any], is_main: bool, echo: Any) -> EpochTotals:
     return totals
 
 
+def position_of(ss: Session) -> dict[str, int]:
+    """What a mid-epoch position (global batches into an epoch) means: its batch size, order and
+    accumulation. Saved with every checkpoint; a mid-epoch resume needs the same values."""
+    return {"data.batch_size x processes": ss.s.batch_size * ss.info.world_size, "seed": ss.s.seed,
+            "optim.accum_steps": ss.s.accum_steps}
+
+
+def _check_position(ss: Session, found: Resumable, batch_in_epoch: int) -> None:
+    saved = found.state.get("position")
+    if not batch_in_epoch or saved is None:
+        return  # an epoch end: the next epoch starts afresh, whatever the batch size
+    now = position_of(ss)
+    changed = [f"{k} {saved[k]} -> {now[k]}" for k in now if k in saved and int(saved[k]) != now[k]]
+    if changed:
+        raise ConfigError(f"{found.weights_path}: a mid-epoch checkpoint (batch {batch_in_epoch}) cannot continue "
+                          f"with {'; '.join(changed)}: the samples already seen would be miscounted; keep the old "
+                          "values until the epoch ends, or resume from an epoch-end checkpoint")
+
+
 def restore(ss: Session, found: Resumable) -> Restored:
     """Load the training state of ``found`` into the session (weights are loaded before wrapping)."""
     st = found.state
@@ -90,6 +109,7 @@ def restore(ss: Session, found: Resumable) -> Restored:
                        _totals(st, ss.info.is_main, ss.echo), int(st.get("nonfinite_in_a_row", 0)))
     except (KeyError, ValueError, RuntimeError, TypeError) as err:
         raise CheckpointError(f"{found.weights_path}: training state does not fit this run ({err})") from None
+    _check_position(ss, found, out.batch_in_epoch)
     _reapply(ss, fresh, int(st["scheduler"].get("last_epoch", out.step)))
     if ss.info.is_main:  # records written after this checkpoint are replayed by the resumed run
         truncate_records(ss.run.metrics, out.step, out.epoch)
