@@ -119,14 +119,20 @@ def test_nonfinite_loss_stops_without_update(digit_folder: Path, tmp_path: Path,
         assert all(torch.isfinite(t).all() for t in read_tensors(ckpt).values()), ckpt
 
 
-def test_nonfinite_skip_policy_continues(digit_folder: Path, tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    code = main(["train", "--data", str(digit_folder), *ARGS, "--lr", "1e30", "--set", "optim.clip_grad=null",
-                 "--set", "optim.name=sgd", "--set", "optim.warmup_epochs=0", "--set", "nonfinite=skip",
-                 "--epochs", "1", "--out", str(run)])
-    assert code == 0
-    epochs = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if '"kind": "epoch"' in l]
-    assert epochs[0]["skipped"] >= 1
+def test_nonfinite_skip_policy_is_bounded(digit_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """lr 1e30: after the first update every step is non-finite. Skipping 3 of an epoch's 4 steps is a
+    failure (exit 6 naming the bound), not success. With the bounds lifted the epoch runs to its end
+    and the validation refuses to report figures from the inf logits the huge weights give."""
+    bad = ["--data", str(digit_folder), *ARGS, "--lr", "1e30", "--set", "optim.clip_grad=null", "--set", "optim.name=sgd",
+           "--set", "optim.warmup_epochs=0", "--set", "nonfinite=skip", "--epochs", "1"]
+    assert main(["train", *bad, "--out", str(tmp_path / "bounded")]) == 6
+    assert "3 of 4 steps had a non-finite loss or gradient" in capsys.readouterr().err
+    run = tmp_path / "unbounded"
+    code = main(["train", *bad, "--set", "max_skipped_fraction=1", "--set", "max_bad_steps=null", "--out", str(run)])
+    assert code == 6
+    assert "NaN or inf logits" in capsys.readouterr().err
+    skipped = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if '"skipped_step"' in l]
+    assert [r["step"] for r in skipped] == [2, 3, 4]
     for ckpt in (run / "checkpoints").glob("*.safetensors"):
         assert all(torch.isfinite(t).all() for t in read_tensors(ckpt).values()), ckpt
 

@@ -130,7 +130,8 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None  # cap for smoke runs
     max_eval_images: int | None = None  # evaluate on the first N validation images only (smoke runs)
     nonfinite: Literal["stop", "skip"] = "stop"  # what a non-finite loss / gradient norm does
-    max_bad_steps: int | None = None  # with nonfinite=skip: this many bad steps in a row stop the run
+    max_bad_steps: int | None = 5  # with nonfinite=skip: this many bad steps in a row stop the run (null: no limit)
+    max_skipped_fraction: float = 0.5  # with nonfinite=skip: an epoch skipping more of its steps stops the run
     sync_bn: bool | None = None  # BatchNorm over all processes under torchrun; null: on when >1 process
     compile: bool = False  # torch.compile the model
     fsdp: bool = False  # shard parameters with FSDP2 (fully_shard) under torchrun
@@ -168,6 +169,7 @@ class TrainConfig:
             (self.checkpoint.keep >= 1, "checkpoint.keep", self.checkpoint.keep, "must be at least 1"),
             (self.max_bad_steps is None or self.max_bad_steps >= 1, "max_bad_steps", self.max_bad_steps,
              "must be at least 1 or null"),
+            (0 < self.max_skipped_fraction <= 1, "max_skipped_fraction", self.max_skipped_fraction, "must be in (0, 1]"),
         ]
         for ok, name, value, why in checks:
             if not ok:

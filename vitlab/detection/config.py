@@ -93,6 +93,7 @@ class DetectConfig:
     max_steps_per_epoch: int | None = None
     nonfinite: Literal["stop", "skip"] = "skip"  # a non-finite loss / gradient: drop the update, or stop
     max_bad_steps: int | None = 5  # with skip: this many non-finite steps in a row stop the run
+    max_skipped_fraction: float = 0.5  # with skip: an epoch skipping more of its steps stops the run
     compile: bool = False
     fsdp: bool = False
     sync_bn: bool | None = None  # BatchNorm over all processes under torchrun; null: on when >1 process
@@ -115,6 +116,7 @@ class DetectConfig:
             (self.log_every >= 1, "log_every", self.log_every, "must be at least 1"),
             (self.max_bad_steps is None or self.max_bad_steps >= 1, "max_bad_steps", self.max_bad_steps,
              "must be at least 1 or null"),
+            (0 < self.max_skipped_fraction <= 1, "max_skipped_fraction", self.max_skipped_fraction, "must be in (0, 1]"),
             (self.optim.accum_steps >= 1, "optim.accum_steps", self.optim.accum_steps, "must be at least 1"),
             (self.ema.decay is None or 0 < self.ema.decay < 1, "ema.decay", self.ema.decay, "must be in (0, 1) or null"),
             (self.checkpoint.every_steps is None or self.checkpoint.every_steps >= 1, "checkpoint.every_steps",

@@ -28,7 +28,7 @@ from vitlab.engine import distributed
 from vitlab.weights.vitlab_format import save_weights
 from vitlab.engine.ema import ModelEma
 from vitlab.engine.loop import EpochTotals, StepOptions, train_one_epoch
-from vitlab.engine.nonfinite import NonFiniteGuard
+from vitlab.engine.nonfinite import NonFiniteGuard, check_epoch
 from vitlab.engine.parallel import full_weights, optimizer_state, wrap
 from vitlab.engine.restore import Restored, find_checkpoint, position_of, restore
 from vitlab.engine.resume import remove_stale_temp, save_resumable
@@ -235,6 +235,7 @@ def _epochs(ss: Session, st: Restored, stop: StopRequest) -> int:
         if stopped:
             ss.echo(f"stopped by signal {stop.signum} at step {st.step}; checkpoint written")
             return stop.exit_code
+        check_epoch(totals.skipped, totals.steps, s.max_skipped_fraction, epoch)
         record = _epoch_record(ss, epoch, st.step, totals, _last_used_lr(ss))
         if (epoch + 1) % s.eval_every == 0 or epoch == s.epochs - 1:
             st.last, st.best = _validate(ss, epoch, st.step, st.best)

@@ -31,3 +31,12 @@ class NonFiniteGuard:
             raise NonFiniteError(f"step {step} (epoch {epoch}): {self.in_a_row} steps in a row had a non-finite "
                                  "loss or gradient; stopping (no update of them was applied)")
         return False
+
+
+def check_epoch(skipped: int, steps: int, max_fraction: float, epoch: int) -> None:
+    """Raise when more than ``max_fraction`` of an epoch's steps were skipped: a run whose updates
+    are mostly dropped is not training, whatever its exit code would say."""
+    if steps and skipped / steps > max_fraction:
+        raise NonFiniteError(f"epoch {epoch}: {skipped} of {steps} steps had a non-finite loss or gradient and were "
+                             f"skipped (more than max_skipped_fraction={max_fraction:g}); stopping: lower the learning "
+                             "rate or check the data")

@@ -17,7 +17,8 @@ class EngineSettings:
         accum_steps: micro-batches per optimizer step.
         clip_grad: max global gradient norm, or None (the raw norm is still logged).
         nonfinite: ``stop`` raises at the first non-finite loss / gradient norm; ``skip`` drops
-            that update and goes on, up to ``max_bad_steps`` in a row (None: no limit).
+            that update and goes on, up to ``max_bad_steps`` in a row (None: no limit) and up to
+            ``max_skipped_fraction`` of an epoch's steps (skipping every step is a failure).
         log_every: a train record every N optimizer steps.
         eval_every: validate every N epochs (and after the last).
         max_steps_per_epoch: cap for smoke runs.
@@ -40,6 +41,7 @@ class EngineSettings:
     clip_grad: float | None = None
     nonfinite: Literal["stop", "skip"] = "stop"
     max_bad_steps: int | None = None
+    max_skipped_fraction: float = 1.0
     log_every: int = 20
     eval_every: int = 1
     max_steps_per_epoch: int | None = None
@@ -61,7 +63,7 @@ def settings_from_config(cfg: Any, precision: str) -> EngineSettings:
     return EngineSettings(
         epochs=cfg.epochs, seed=cfg.seed, batch_size=cfg.data.batch_size, workers=cfg.data.workers,
         accum_steps=cfg.optim.accum_steps, clip_grad=cfg.optim.clip_grad, nonfinite=cfg.nonfinite,
-        max_bad_steps=cfg.max_bad_steps, log_every=cfg.log_every, eval_every=cfg.eval_every,
+        max_bad_steps=cfg.max_bad_steps, max_skipped_fraction=cfg.max_skipped_fraction, log_every=cfg.log_every, eval_every=cfg.eval_every,
         max_steps_per_epoch=cfg.max_steps_per_epoch, checkpoint_every=cfg.checkpoint.every_steps,
         keep=cfg.checkpoint.keep, best_metric=cfg.checkpoint.best_metric, ema_decay=cfg.ema.decay,
         ema_warmup=cfg.ema.warmup, precision=precision, compile=cfg.compile, fsdp=cfg.fsdp, sync_bn=cfg.sync_bn,

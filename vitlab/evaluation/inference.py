@@ -8,8 +8,27 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from vitlab.errors import DataError, NonFiniteError
 from vitlab.evaluation.metrics import ClassificationMeter
 from vitlab.utils.device import autocast
+
+
+def check_finite(images: torch.Tensor, logits: torch.Tensor, where: str) -> None:
+    """Raise instead of reporting figures computed from NaN / inf.
+
+    A non-finite input (a broken file, a normalisation with std 0) is a data error (exit 3); a
+    non-finite output from finite inputs means the weights or the numerics are broken (exit 6).
+    ``images`` (B, C, H, W) as fed to the model, ``logits`` (B, K).
+    """
+    if bool(torch.isfinite(logits).all()):
+        return
+    bad = (~torch.isfinite(images.flatten(1))).any(1)
+    if bool(bad.any()):
+        rows = bad.nonzero().flatten().tolist()
+        raise DataError(f"{where}: {len(rows)} input image(s) hold NaN or inf after preprocessing (rows {rows[:5]} "
+                        "of the batch): check the normalisation (mean / std) and the files")
+    raise NonFiniteError(f"{where}: the model produced NaN or inf logits from finite inputs: its weights or "
+                         "numerics are broken (try --precision fp32)")
 
 
 @torch.no_grad()
@@ -19,9 +38,11 @@ def predict_logits(
     """All logits (N, C) float32 on CPU and targets (N,) of a loader, in loader order (eval mode)."""
     model.eval()
     outs, tgts = [], []
-    for images, targets in tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
+    for i, (images, targets) in enumerate(tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)):
+        images = images.to(device, non_blocking=True)
         with autocast(device, precision):
-            logits = model(images.to(device, non_blocking=True))
+            logits = model(images)
+        check_finite(images, logits, f"{desc}, batch {i}")
         outs.append(logits.float().cpu())
         tgts.append(targets.cpu())
     return torch.cat(outs), torch.cat(tgts)
