@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from vitlab.errors import RunDirError
+from vitlab.utils.atomic import probe_writable, writing
 
 
 class RunDir:
@@ -53,8 +54,11 @@ class RunDir:
         return self.checkpoints.is_dir() and any(self.checkpoints.glob("step-*.state.pt"))
 
     def log(self, record: dict[str, Any]) -> None:
-        """Append one record to metrics.jsonl (floats written exactly, via repr)."""
-        with self.metrics.open("a") as f:
+        """Append one record to metrics.jsonl (floats written exactly, via repr).
+
+        A full disk or a folder gone read-only is a DiskFullError / NotWritableError naming the file.
+        """
+        with writing(self.metrics), self.metrics.open("a") as f:
             f.write(json.dumps(record) + "\n")
 
 
@@ -63,19 +67,26 @@ def claim_run_dir(root: str | Path, overwrite: bool, resume: bool) -> RunDir:
 
     Refuses (RunDirError) to write into an existing non-empty folder unless ``resume`` or
     ``overwrite``; call this only after all inputs were validated, so bad input never touches it.
+    A folder that cannot be written is refused (NotWritableError, exit 13) before anything in it
+    is deleted or created.
     """
     run = RunDir(root)
+    flag = "--resume" if resume else "--out"
     exists = run.root.exists()
     if exists and not run.root.is_dir():
         raise RunDirError(f"--out {run.root}: exists and is not a folder")
     if resume:
         if not run.has_checkpoint():
             raise RunDirError(f"--resume {run.root}: no checkpoints/step-*.state.pt to resume from")
+        probe_writable(run.checkpoints, flag)
         return run
     if exists and any(run.root.iterdir()):
         if not overwrite:
             raise RunDirError(f"--out {run.root}: folder exists and is not empty; "
                               "pass --overwrite to replace it or --resume to continue it")
-        shutil.rmtree(run.root)
-    run.checkpoints.mkdir(parents=True, exist_ok=True)
+    probe_writable(run.root, flag)  # before rmtree: an unwritable target keeps its old run
+    with writing(run.root, flag):
+        if exists and overwrite and any(run.root.iterdir()):
+            shutil.rmtree(run.root)
+        run.checkpoints.mkdir(parents=True, exist_ok=True)
     return run

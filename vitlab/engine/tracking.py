@@ -7,14 +7,21 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from vitlab.utils.atomic import writing
+
 log = logging.getLogger(__name__)
 
 
 class TensorBoard:
-    """Scalars to ``RUN/tb``; a no-op (with one warning) when the tensorboard package is missing."""
+    """Scalars to ``RUN/tb``; a no-op (with one warning) when the tensorboard package is missing.
+
+    The event writer runs in a thread and re-raises a failed write on a later call, without a file
+    name: every call is wrapped so a full disk names ``RUN/tb`` (DiskFullError / NotWritableError).
+    """
 
     def __init__(self, folder: Path, enabled: bool) -> None:
         self.writer = None
+        self.folder = folder
         if not enabled:
             return
         try:
@@ -22,21 +29,24 @@ class TensorBoard:
         except ImportError:
             log.warning("TensorBoard logging is off: install the tensorboard package (pip install tensorboard)")
             return
-        self.writer = SummaryWriter(str(folder))
+        with writing(folder):
+            self.writer = SummaryWriter(str(folder))
 
     def log(self, record: dict[str, Any]) -> None:
         if self.writer is None:
             return
         step = int(record.get("step", 0))
         prefix = "train" if record.get("kind") == "train" else "epoch"
-        for key, value in record.items():
-            if key in ("kind", "step", "epoch") or not isinstance(value, (int, float)) or isinstance(value, bool):
-                continue
-            self.writer.add_scalar(f"{prefix}/{key}", value, step)
+        with writing(self.folder):
+            for key, value in record.items():
+                if key in ("kind", "step", "epoch") or not isinstance(value, (int, float)) or isinstance(value, bool):
+                    continue
+                self.writer.add_scalar(f"{prefix}/{key}", value, step)
 
     def close(self) -> None:
         if self.writer is not None:
-            self.writer.close()
+            with writing(self.folder):
+                self.writer.close()
 
 
 def read_records(metrics: Path) -> list[dict[str, Any]]:
@@ -80,8 +90,11 @@ def _figure(path: Path, series: list[Series], xlabel: str, ylabel: str, title: s
         ax.legend()
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        with writing(path):
+            fig.savefig(path, dpi=100)
+    finally:
+        plt.close(fig)
     return path
 
 
