@@ -43,7 +43,8 @@ def train_cmd(config_file, model, train_data, val_data, val_split, epochs, batch
     """Train a DETR; writes config.yaml, metrics.jsonl and checkpoints/ into the run folder."""
     from vitlab.config import parse_assignment
     from vitlab.detection.config import resolve_detect_config
-    from vitlab.cli.resume_args import resolve_resume
+    from vitlab.cli.failures import run_failures
+    from vitlab.cli.resume_args import probe_run_folder, resolve_resume
     from vitlab.detection.trainer import train
 
     flags = {"model": model, "epochs": epochs, "seed": seed, "device": device, "precision": precision}
@@ -55,8 +56,10 @@ def train_cmd(config_file, model, train_data, val_data, val_split, epochs, batch
     resuming, out, config_file = resolve_resume(resume, out, config_file, overwrite)
     cfg = resolve_detect_config(config_file, overrides, smoke=smoke and not resuming)
     out = out or f"runs/{cfg.model}"
-    result = train(cfg, out, resume=resuming, overwrite=overwrite, progress=not no_progress, echo=click.echo,
-                   allow_changes=tuple(allow_changes))
+    probe_run_folder(out, resuming)  # before the data is read
+    with run_failures(out, "detect train"):
+        result = train(cfg, out, resume=resuming, overwrite=overwrite, progress=not no_progress, echo=click.echo,
+                       allow_changes=tuple(allow_changes))
     if result.exit_code:
         raise SystemExit(result.exit_code)
     if result.is_main and result.best_epoch >= 0:
@@ -95,7 +98,10 @@ def eval_cmd(checkpoint, data, split, batch_size, device, out, as_json) -> None:
     from vitlab.detection.sources import open_detection_source
     from vitlab.detection.transforms import build_eval_transform
     from vitlab.errors import DataError
+    from vitlab.utils.atomic import probe_writable, writing
 
+    if out:
+        probe_writable(out, "--out")  # before the model is loaded or any image is read
     ckpt, dev = _load(checkpoint, device)
     cfg = ckpt.model.config
     ds = open_detection_source(data, split, build_eval_transform(cfg.mean, cfg.std, cfg.min_size, cfg.max_size))
@@ -106,9 +112,10 @@ def eval_cmd(checkpoint, data, split, batch_size, device, out, as_json) -> None:
     metrics = {**coco_map(ds.coco_ground_truth(), results), "images": len(ds), "bad_pred_boxes": stats["val_bad_pred_boxes"],
                "checkpoint": str(checkpoint), "data": data, "split": split}
     if out:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        (Path(out) / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        (Path(out) / "detections.json").write_text(json.dumps(results))
+        with writing(out, "--out"):
+            Path(out).mkdir(parents=True, exist_ok=True)
+            (Path(out) / "metrics.json").write_text(json.dumps(metrics, indent=2))
+            (Path(out) / "detections.json").write_text(json.dumps(results))
     if as_json:
         click.echo(json.dumps(metrics))
         return
@@ -134,14 +141,18 @@ def predict_cmd(checkpoint, images, out, threshold, fmt, device) -> None:
     from vitlab.detection.draw import draw_detections
     from vitlab.detection.transforms import build_eval_transform
     from vitlab.models.detr import postprocess
+    from vitlab.utils.atomic import probe_writable, writing
 
+    if out:
+        probe_writable(out, "--out")  # before the model is loaded or any image is read
     ckpt, dev = _load(checkpoint, device)
     model, names = ckpt.model.eval(), ckpt.class_names
     cfg = model.config
     transform = build_eval_transform(cfg.mean, cfg.std, cfg.min_size, cfg.max_size)
     rows = []
     if out:
-        Path(out).mkdir(parents=True, exist_ok=True)
+        with writing(out, "--out"):
+            Path(out).mkdir(parents=True, exist_ok=True)
     for path in collect_image_files(images):
         image = open_image(path)
         empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
@@ -155,7 +166,8 @@ def predict_cmd(checkpoint, images, out, threshold, fmt, device) -> None:
         if out:
             drawn = draw_detections(image, det["boxes"][order].tolist(), det["labels"][order].tolist(),
                                     det["scores"][order].tolist(), names)
-            drawn.save(Path(out) / f"{path.stem}.png")
+            with writing(Path(out) / f"{path.stem}.png", "--out"):
+                drawn.save(Path(out) / f"{path.stem}.png")
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
     else:

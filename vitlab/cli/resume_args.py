@@ -6,6 +6,14 @@ from pathlib import Path
 
 from vitlab.engine.rundir import RunDir
 from vitlab.errors import ConfigError, RunDirError
+from vitlab.utils.atomic import probe_writable
+
+
+def probe_run_folder(out: str | Path, resuming: bool) -> None:
+    """Refuse an unwritable run folder (exit 13) before any work: a probe file is written where the
+    checkpoints will go (the folder itself, or the nearest existing parent of a new one)."""
+    run = RunDir(out)
+    probe_writable(run.checkpoints if resuming else run.root, "--resume" if resuming else "--out")
 
 
 def resolve_resume(resume: str | None, out: str | None, config_file: str | None,

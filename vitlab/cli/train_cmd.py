@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import click
 
-from vitlab.cli.resume_args import resolve_resume
+from vitlab.cli.failures import run_failures
+from vitlab.cli.resume_args import probe_run_folder, resolve_resume
 from vitlab.config import parse_assignment, resolve_config
 
 
@@ -53,8 +54,10 @@ def train_cmd(config_file, model, train_data, val_data, epochs, batch_size, lr, 
     resuming, out, config_file = resolve_resume(resume, out, config_file, overwrite)
     cfg = resolve_config(config_file, overrides, smoke=smoke and not resuming)
     out = out or f"runs/{cfg.model}"
-    result = train(cfg, out, resume=resuming, overwrite=overwrite, progress=not no_progress, echo=click.echo,
-                   allow_changes=tuple(allow_changes))
+    probe_run_folder(out, resuming)  # before the data is read or any weights are downloaded
+    with run_failures(out, "train"):
+        result = train(cfg, out, resume=resuming, overwrite=overwrite, progress=not no_progress, echo=click.echo,
+                       allow_changes=tuple(allow_changes))
     if result.exit_code:
         raise SystemExit(result.exit_code)
     if result.best_epoch >= 0 and result.is_main:
