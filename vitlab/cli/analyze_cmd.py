@@ -69,10 +69,12 @@ def analyze_cmd(what, model_spec, images, out, limit, img_size, batch_size, devi
     from vitlab.analysis.figures import ANALYSES, IMAGE_ANALYSES, image_figures, weight_figures
     from vitlab.analysis.inputs import load_images, load_model
     from vitlab.errors import ConfigError
+    from vitlab.utils.atomic import probe_writable
     from vitlab.utils.device import resolve_device
 
     options = make_options(**opts)
     options.validate()
+    probe_writable(out, "--out")  # before the model is loaded or any image is read
     dev = resolve_device(device)
     loaded = load_model(model_spec, img_size, dev)
     if loaded.is_detr:
@@ -99,10 +101,13 @@ def analyze_cmd(what, model_spec, images, out, limit, img_size, batch_size, devi
 
 
 def _write(out_dir: Path, figs: list, summary: dict) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for fig in figs:
-        (out_dir / f"{fig.key}.png").write_bytes(fig.png)
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    from vitlab.utils.atomic import writing
+
+    with writing(out_dir, "--out"):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for fig in figs:
+            (out_dir / f"{fig.key}.png").write_bytes(fig.png)
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     for note in summary.get("notes", []):
         click.echo(f"skipped {note}", err=True)
     click.echo(f"wrote {len(figs)} figure(s) and summary.json to {out_dir}: "

@@ -34,9 +34,11 @@ def eval_cmd(checkpoint, data, split, batch_size, workers, device, precision, ou
     from vitlab.api import load_checkpoint
     from vitlab.evaluation.inference import evaluate
     from vitlab.errors import DataError
-    from vitlab.evaluation.plots import save_confusion_png
+    from vitlab.utils.atomic import probe_writable, writing
     from vitlab.utils.device import resolve_device, resolve_precision
 
+    if out:
+        probe_writable(out, "--out")  # before the model is loaded or any image is read
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
     ckpt = load_checkpoint(checkpoint, dev)
@@ -52,20 +54,8 @@ def eval_cmd(checkpoint, data, split, batch_size, workers, device, precision, ou
         metrics["probe"] = _run_probes(ckpt, ds, probe_train or data, probes, shots, knn_k, batch_size, workers, dev)
     per_class = meter.per_class_accuracy().tolist()
     if out:
-        out_dir = Path(out)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "metrics.json").write_text(json.dumps({**metrics, "per_class": dict(zip(ckpt.class_names, per_class))}, indent=2))
-        with (out_dir / "per_class.csv").open("w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["class", "accuracy", "support"])
-            for name, acc, sup in zip(ckpt.class_names, per_class, meter.confusion.sum(1).tolist()):
-                w.writerow([name, f"{acc:.4f}" if not math.isnan(acc) else "", sup])
-        with (out_dir / "confusion.csv").open("w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["true\\pred", *ckpt.class_names])
-            for name, row in zip(ckpt.class_names, meter.confusion.tolist()):
-                w.writerow([name, *row])
-        save_confusion_png(meter.confusion, ckpt.class_names, out_dir / "confusion.png")
+        with writing(out, "--out"):
+            _write_outputs(Path(out), metrics, per_class, meter, ckpt.class_names)
     if as_json:
         click.echo(json.dumps({**metrics, "per_class": dict(zip(ckpt.class_names, per_class))}))
         return
@@ -77,6 +67,25 @@ def eval_cmd(checkpoint, data, split, batch_size, workers, device, precision, ou
         click.echo("per-class top-1: " + "  ".join(f"{n}:{a:.1f}" for n, a in zip(ckpt.class_names, per_class)))
     if out:
         click.echo(f"wrote {out}/metrics.json, per_class.csv, confusion.csv, confusion.png")
+
+
+def _write_outputs(out_dir: Path, metrics: dict, per_class: list[float], meter, class_names: list[str]) -> None:
+    """metrics.json, per_class.csv, confusion.csv and confusion.png in ``out_dir``."""
+    from vitlab.evaluation.plots import save_confusion_png
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").write_text(json.dumps({**metrics, "per_class": dict(zip(class_names, per_class))}, indent=2))
+    with (out_dir / "per_class.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["class", "accuracy", "support"])
+        for name, acc, sup in zip(class_names, per_class, meter.confusion.sum(1).tolist()):
+            w.writerow([name, f"{acc:.4f}" if not math.isnan(acc) else "", sup])
+    with (out_dir / "confusion.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["true\\pred", *class_names])
+        for name, row in zip(class_names, meter.confusion.tolist()):
+            w.writerow([name, *row])
+    save_confusion_png(meter.confusion, class_names, out_dir / "confusion.png")
 
 
 def _run_probes(ckpt, test_ds, train_source: str, probes: tuple[str, ...], shots: str, k: int, batch_size: int,

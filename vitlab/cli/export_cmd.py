@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from vitlab.weights.formats import writable
@@ -20,9 +22,17 @@ _FORMATS = [*_GRAPHS, *writable()]
 def export_cmd(checkpoint, out, fmt, opset, no_verify) -> None:
     """Export CHECKPOINT (a vitlab .safetensors) to OUT (a file; a folder for hf)."""
     from vitlab.api import load_checkpoint
+    from vitlab.utils.atomic import probe_writable, writing
 
+    probe_writable(Path(out).parent, "OUT")  # before the checkpoint is loaded
     ckpt = load_checkpoint(checkpoint)
     model = ckpt.model.eval()
+    with writing(out, "OUT"):
+        _export(model, ckpt, out, fmt, opset, no_verify)
+
+
+def _export(model, ckpt, out: str, fmt: str, opset: int, no_verify: bool) -> None:
+    """Write ``model`` to ``out`` as ``fmt`` and say what was written."""
     if fmt == "onnx":
         from vitlab.weights.export import export_onnx
 
@@ -64,6 +74,9 @@ def pretrained_cmd(model, tag, weights, out, num_classes, img_size, cache) -> No
         return
     if model is None or out is None:
         raise ConfigError("loading weights needs MODEL and --out")
+    from vitlab.utils.atomic import probe_writable
+
+    probe_writable(Path(out).parent, "--out")  # before anything is downloaded
     from vitlab.api import create_model
     from vitlab.weights.vitlab_format import save_weights
     from vitlab.weights import hub

@@ -21,13 +21,16 @@ from vitlab.cli.analyze_cmd import analysis_options, make_options
 def report_cmd(target, images, out, limit, batch_size, device, **opts) -> None:
     """Write an HTML report for TARGET (a run folder or a .safetensors checkpoint)."""
     from vitlab.analysis.report import build_report
+    from vitlab.utils.atomic import probe_writable, writing
     from vitlab.utils.device import resolve_device
 
     options = make_options(**opts)
     options.validate()
-    page = build_report(target, images, limit, options, resolve_device(device), batch_size)
     path = Path(target)
     dest = Path(out) if out else (path / "report.html" if path.is_dir() else path.with_name(path.stem + ".report.html"))
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text(page, encoding="utf-8")
+    probe_writable(dest.parent, "--out")  # before the analyses run
+    page = build_report(target, images, limit, options, resolve_device(device), batch_size)
+    with writing(dest, "--out"):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(page, encoding="utf-8")
     click.echo(f"wrote {dest} ({dest.stat().st_size / 1e6:.1f} MB)")
