@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -107,6 +108,10 @@ class ViTConfig:
             raise ConfigError(f"scale_adjustment must be > 0, got {self.scale_adjustment}")
         if len(self.mean) != self.in_chans or len(self.std) != self.in_chans:
             raise ConfigError(f"mean/std have {len(self.mean)}/{len(self.std)} entries for in_chans {self.in_chans}")
+        # inputs are divided by std: 0 gives inf / NaN for every image, negative flips them; NaN never works
+        if not all(math.isfinite(v) and v > 0 for v in self.std) or not all(math.isfinite(v) for v in self.mean):
+            raise ConfigError(f"normalisation mean {list(self.mean)} / std {list(self.std)}: every std must be a "
+                              "finite number > 0 and every mean finite (set model_args.std / model_args.mean)")
         for name in ("drop_rate", "attn_drop_rate", "drop_path_rate", "head_drop_rate"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
