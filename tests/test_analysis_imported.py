@@ -19,7 +19,8 @@ def test_capture_on_a_timm_import_matches_timms_attention(tmp_path: Path) -> Non
     theirs = timm_vit.VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=3)
     theirs.eval()
     save_file({k: v.contiguous() for k, v in theirs.state_dict().items()}, str(tmp_path / "timm.safetensors"))
-    ours = weights.import_weights(tmp_path / "timm.safetensors", "timm", num_heads=2, img_size=32).model
+    ours = weights.import_weights(tmp_path / "timm.safetensors", "timm", num_heads=2, img_size=32,
+                                  global_pool="token").model
 
     their_maps: list[torch.Tensor] = []
     for blk in theirs.blocks:  # timm's explicit path feeds the probabilities to attn_drop

@@ -77,7 +77,7 @@ def test_timm_hybrid_through_the_api(tmp_path: Path) -> None:
         for p in peer.parameters():
             p.add_(torch.randn_like(p) * 0.05)
     write_safetensors(tmp_path / "h.safetensors", peer.state_dict())
-    imp = import_weights(tmp_path / "h.safetensors", "timm", img_size=(64, 96))
+    imp = import_weights(tmp_path / "h.safetensors", "timm", img_size=(64, 96), num_heads=6, global_pool="token")
     assert imp.model.config.stem == "resnetv2"
     x = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():

@@ -74,7 +74,9 @@ def test_timm_round_trip(case: str, suffix: str, tmp_path: Path) -> None:
     kw = TIMM_CASES[case]
     src = tmp_path / f"timm{suffix}"
     (write_safetensors if suffix == ".safetensors" else write_torch)(src, peer.state_dict())
-    imp = import_weights(src, "timm", img_size=kw["img_size"], num_heads=kw["num_heads"])
+    # a bare timm state dict states neither heads nor pooling: the test says them, as a user must
+    imp = import_weights(src, "timm", img_size=kw["img_size"], num_heads=kw["num_heads"],
+                         global_pool=kw.get("global_pool", "token"))
     x = images(kw["img_size"])
     with torch.no_grad():
         ref = peer(x)
@@ -117,7 +119,7 @@ def test_timm_no_embed_class_table_gets_zero_class_entry(tmp_path: Path) -> None
     peer = perturb(VisionTransformer(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2, num_classes=4,
                                      no_embed_class=True))
     write_torch(tmp_path / "t.pth", peer.state_dict())
-    imp = import_weights(tmp_path / "t.pth", "timm", num_heads=2)
+    imp = import_weights(tmp_path / "t.pth", "timm", num_heads=2, global_pool="token")
     assert torch.equal(imp.model.pos_embed[:, 0], torch.zeros(1, 64))
     x = images((32, 32))
     with torch.no_grad():
@@ -219,7 +221,7 @@ def test_swapped_q_and_k_fails_parity(peer_name: str, tmp_path: Path) -> None:
     if peer_name == "timm":
         peer = _timm_peer("square32_p8")
         write_torch(tmp_path / "w.pth", peer.state_dict())
-        imp = import_weights(tmp_path / "w.pth", "timm", num_heads=2)
+        imp = import_weights(tmp_path / "w.pth", "timm", num_heads=2, global_pool="token")
         fwd = peer
     elif peer_name == "hf":
         transformers = pytest.importorskip("transformers")

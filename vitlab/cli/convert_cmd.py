@@ -44,14 +44,17 @@ def _size(value: str | None) -> tuple[int, int] | None:
 @click.option("--to", "dst_fmt", type=click.Choice(_OUT), default="vitlab", show_default=True, help="Target layout.")
 @click.option("--img-size", help="Target input size S or HxW; the position table is resampled if needed.")
 @click.option("--num-classes", type=click.IntRange(min=0), help="New head with N classes (re-initialised; dropped keys logged).")
-@click.option("--num-heads", type=click.IntRange(min=1), help="Attention heads (weights do not record them; default: the published choice for the width).")
+@click.option("--num-heads", type=click.IntRange(min=1),
+              help="Attention heads, for files that do not record them (timm, torchvision, MindSpore state dicts).")
+@click.option("--global-pool", type=click.Choice(["token", "avg"]),
+              help="Pooling, for timm files with a class token and no fc_norm (token or average: the file cannot tell).")
 @click.option("--model", "model_name", help="A registered model name whose numerics / preprocessing apply.")
 @click.option("--patch-size", type=click.IntRange(min=1), help="New patch size (FlexiViT pseudo-inverse kernel resize).")
 @click.option("--resample", type=click.Choice(_METHODS), default="bicubic-aa", show_default=True, help="Position-table resampling.")
 @click.option("--align-corners", is_flag=True, help="align_corners for bilinear / bicubic resampling.")
 @click.option("--verify", is_flag=True, help="Run source and result on the same random inputs; print the largest logit difference.")
-def convert_cmd(src, dst, src_fmt, dst_fmt, img_size, num_classes, num_heads, model_name, patch_size, resample,
-                align_corners, verify) -> None:
+def convert_cmd(src, dst, src_fmt, dst_fmt, img_size, num_classes, num_heads, global_pool, model_name, patch_size,
+                resample, align_corners, verify) -> None:
     """Convert SRC (file or HF folder) into DST in another library's layout."""
     from vitlab.weights import surgery
     from vitlab.utils.atomic import probe_writable, writing
@@ -60,7 +63,7 @@ def convert_cmd(src, dst, src_fmt, dst_fmt, img_size, num_classes, num_heads, mo
     probe_writable(Path(dst).parent, "DST")  # before the source is read
     src_fmt = src_fmt or detect_format(src)
     imp = import_weights(src, src_fmt, img_size=_size(img_size), num_classes=num_classes, model_name=model_name,
-                         resample=resample, align_corners=align_corners, num_heads=num_heads)
+                         resample=resample, align_corners=align_corners, num_heads=num_heads, global_pool=global_pool)
     if patch_size is not None and patch_size != imp.model.patch_embed.patch_size:
         imp.info["surgery"].append(surgery.set_patch_size(imp.model, patch_size, resample))
     with writing(dst, "DST"):
@@ -68,21 +71,26 @@ def convert_cmd(src, dst, src_fmt, dst_fmt, img_size, num_classes, num_heads, mo
     cfg = imp.model.config
     click.echo(f"{src} ({src_fmt}) -> {dst} ({dst_fmt}): depth {cfg.depth}, width {cfg.embed_dim}, heads {cfg.num_heads}, "
                f"patch {cfg.patch_size}, input {cfg.img_size[0]}x{cfg.img_size[1]}, {cfg.num_classes} classes")
-    if "guessed" in imp.info:
-        click.echo(f"note: {src_fmt} files do not record the attention heads; assumed {cfg.num_heads} "
-                   "(the published choice for this width); pass --num-heads or --model if that is wrong")
+    if "assumed" in imp.info:
+        taken = {k: v for k, v in imp.info["assumed"].items() if k != "from"}
+        click.echo(f"note: {src_fmt} files do not record {', '.join(taken)}; took "
+                   f"{', '.join(f'{k}={v!r}' for k, v in taken.items())} from the published {imp.info['assumed']['from']} "
+                   "(the same shapes); pass --num-heads / --global-pool or --model if that is wrong")
     for rec in imp.info["surgery"]:
         click.echo(f"surgery: {json.dumps(rec)}")
     if verify:
-        _verify(src, dst, src_fmt, dst_fmt, imp, reset_head=num_classes is not None, patch_changed=patch_size is not None,
-                known={"num_heads": num_heads, "img_size": _size(img_size)})
+        _verify(src, dst, src_fmt, dst_fmt, imp, reset_head=num_classes is not None, patch_changed=patch_size is not None)
 
 
-def _verify(src: str, dst: str, src_fmt: str, dst_fmt: str, imp: Imported, reset_head: bool, patch_changed: bool,
-            known: dict) -> None:
-    """Run SRC and DST each in its own library (the format table's peers) and print how far they differ."""
+def _verify(src: str, dst: str, src_fmt: str, dst_fmt: str, imp: Imported, reset_head: bool, patch_changed: bool) -> None:
+    """Run SRC and DST each in its own library (the format table's peers) and print how far they differ.
+
+    The source's peer is built from what the source states (its own metadata, the flags, or a
+    published architecture the conversion named), never from vitlab's guesses; a peer that can
+    read the file's own description (timm hub config / metadata, HF config.json) uses that.
+    """
     from vitlab.errors import VitlabError
-    from vitlab.weights.api import read_source
+    from vitlab.models.vit_config import ViTConfig
     from vitlab.weights.verify import compare, peer_forward
 
     cfg = imp.model.config
@@ -92,8 +100,7 @@ def _verify(src: str, dst: str, src_fmt: str, dst_fmt: str, imp: Imported, reset
     if patch_changed:
         click.echo("verify: skipped, the patch size changed")
         return
-    src_cfg = read_source(src, src_fmt, **known).config  # a vitlab file ignores `known`: it describes itself
-    src_cfg = src_cfg.replace(num_heads=cfg.num_heads, norm_eps=cfg.norm_eps, act=cfg.act)
+    src_cfg = ViTConfig.from_dict(imp.info["source_config"])
     runs = []
     for fmt, path, c in ((src_fmt, src, src_cfg), (dst_fmt, dst, cfg)):
         try:
@@ -113,10 +120,11 @@ def _verify(src: str, dst: str, src_fmt: str, dst_fmt: str, imp: Imported, reset
 @click.option("--from", "src_fmt", type=click.Choice(_IN), help="Layout of WEIGHTS (guessed when omitted).")
 @click.option("--img-size", required=True, help="New input size S or HxW.")
 @click.option("--num-heads", type=click.IntRange(min=1))
+@click.option("--global-pool", type=click.Choice(["token", "avg"]))
 @click.option("--methods", default=",".join(_METHODS), show_default=True, help="Comma-separated methods to compare.")
 @click.option("--align-corners", is_flag=True)
 @click.option("--json", "as_json", is_flag=True)
-def resample_audit_cmd(weights, src_fmt, img_size, num_heads, methods, align_corners, as_json) -> None:
+def resample_audit_cmd(weights, src_fmt, img_size, num_heads, global_pool, methods, align_corners, as_json) -> None:
     """How WEIGHTS' logits change at a new resolution under each position-table resampling method."""
     from vitlab.errors import ConfigError
     from vitlab.weights.api import import_weights
@@ -126,7 +134,7 @@ def resample_audit_cmd(weights, src_fmt, img_size, num_heads, methods, align_cor
     bad = [m for m in chosen if m not in _METHODS]
     if bad or not chosen:
         raise ConfigError(f"--methods: unknown {', '.join(bad) or '(none given)'}; choose from {', '.join(_METHODS)}")
-    imp = import_weights(weights, src_fmt, num_heads=num_heads)
+    imp = import_weights(weights, src_fmt, num_heads=num_heads, global_pool=global_pool)
     rows = audit_resolution(imp.model, _size(img_size), chosen, align_corners=align_corners)
     if as_json:
         click.echo(json.dumps(rows, indent=2))

@@ -22,6 +22,7 @@ import vitlab.weights.formats as formats  # noqa: I001
 import vitlab.weights.surgery as surgery  # noqa: I001
 from vitlab.weights.formats import detect_format, read_source
 from vitlab.weights.keymap import load_into
+from vitlab.weights.published import resolve_unstated
 
 # derived from the format table (vitlab/weights/formats.py)
 IMPORT_FORMATS = formats.readable()
@@ -47,7 +48,8 @@ def _known_from_name(model_name: str | None) -> dict[str, Any]:
 
     with torch.device("meta"):
         cfg = build_model(model_name).config
-    return {k: getattr(cfg, k) for k in ("num_heads", "norm_eps", "act", "mean", "std", "crop_pct", "interpolation")}
+    return {k: getattr(cfg, k) for k in ("num_heads", "global_pool", "norm_eps", "act", "mean", "std", "crop_pct",
+                                         "interpolation")}
 
 
 def import_weights(path: str | Path, fmt: str | None = None, *, img_size: int | tuple[int, int] | None = None,
@@ -68,12 +70,15 @@ def import_weights(path: str | Path, fmt: str | None = None, *, img_size: int | 
     if img_size is not None:
         known["img_size"] = to_2tuple(img_size)
     cfg, state, names, info = read_source(path, fmt, **known)
+    cfg, assumed = resolve_unstated(cfg, formats.FORMATS[fmt], known, info.get("stated", ()), str(path))
     model = build_vit(cfg).eval()
     load_into(model, state, str(path))
     model.model_name = model_name
-    info = {"source": str(path), "source_format": fmt, **info, "surgery": []}
-    if not formats.FORMATS[fmt].records_heads and "num_heads" not in known:
-        info["guessed"] = {"num_heads": cfg.num_heads}  # these files do not record the heads
+    # source_config: the source's architecture as the file, the flags and (when said) a published
+    # model give it; --verify builds the source's peer from it, never from vitlab's own guesses.
+    info = {"source": str(path), "source_format": fmt, **info, "surgery": [], "source_config": cfg.to_dict()}
+    if assumed:
+        info["assumed"] = assumed
     if img_size is not None and to_2tuple(img_size) != model.patch_embed.img_size:
         info["surgery"].append(surgery.set_resolution(model, img_size, resample, align_corners))  # type: ignore[arg-type]
     if num_classes is not None and num_classes != model.num_classes:

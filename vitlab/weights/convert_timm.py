@@ -137,19 +137,106 @@ def _cfg(model: nn.Module) -> ViTConfig:
 _HYBRID_KEY = "patch_embed.backbone.stem.conv.weight"  # a ResNet-ViT hybrid (convert_timm_hybrid)
 
 
+def is_timm(path: Path) -> bool:
+    """A timm state-dict file by suffix, or a timm hub folder (config.json naming an ``architecture``)."""
+    if path.is_dir():
+        return "architecture" in _hub_config(path)
+    return path.suffix.lower() in (".safetensors", ".pth", ".pt", ".bin")
+
+
+def _hub_config(folder: Path) -> dict[str, Any]:
+    cfg = folder / "config.json"
+    if not cfg.is_file():
+        return {}
+    try:
+        data = json.loads(cfg.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _weights_file(path: Path) -> Path:
+    if not path.is_dir():
+        return path
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (path / name).is_file():
+            return path / name
+    raise MappingError(f"{path}: a timm hub folder needs model.safetensors or pytorch_model.bin")
+
+
+def read_file(path: Path) -> dict[str, torch.Tensor]:
+    """The state dict of a timm file or hub folder."""
+    return read_state(_weights_file(path))
+
+
+def file_facts(path: Path) -> dict[str, Any]:
+    """What a timm file states about its architecture, independently of its shapes.
+
+    A hub folder's config.json (``architecture``, ``model_args``, ``pretrained_cfg``), or the
+    ``timm_kwargs`` / ``numerics`` metadata vitlab writes into a timm .safetensors. ``{}`` for a
+    bare state dict, which states nothing beyond its shapes.
+    """
+    if path.is_dir():
+        hub = _hub_config(path)
+        kwargs = dict(hub.get("model_args") or {})
+        if "num_classes" in hub:
+            kwargs.setdefault("num_classes", hub["num_classes"])
+        return {"architecture": hub.get("architecture"), "kwargs": kwargs,
+                "pretrained_cfg": dict(hub.get("pretrained_cfg") or {})}
+    if path.suffix.lower() != ".safetensors" or not path.is_file():
+        return {}
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        kwargs = json.loads(meta["timm_kwargs"]) if "timm_kwargs" in meta else {}
+        numerics = json.loads(meta["numerics"]) if "numerics" in meta else {}
+    except (SafetensorError, OSError, ValueError, json.JSONDecodeError):
+        return {}
+    return {"architecture": meta.get("architecture") or None, "kwargs": kwargs, "numerics": numerics} if kwargs else {}
+
+
+def stated_fields(facts: Mapping[str, Any]) -> dict[str, Any]:
+    """ViTConfig fields a timm file's own description fixes (heads, pooling, numerics, preprocessing)."""
+    out: dict[str, Any] = {}
+    arch = facts.get("architecture")
+    if arch:
+        from vitlab.registry import build_model, is_model
+
+        if is_model(arch):  # vitlab registers timm's ViT names with timm's configs
+            with torch.device("meta"):
+                ref = build_model(arch).config
+            out.update(num_heads=ref.num_heads, global_pool=ref.global_pool, norm_eps=ref.norm_eps, act=ref.act)
+    kwargs = facts.get("kwargs") or {}
+    out.update({k: kwargs[k] for k in ("num_heads", "global_pool") if k in kwargs})
+    out.update({k: v for k, v in (facts.get("numerics") or {}).items() if k in ("norm_eps", "act")})
+    pre = facts.get("pretrained_cfg") or {}
+    if "mean" in pre and "std" in pre:
+        out.update(mean=tuple(pre["mean"]), std=tuple(pre["std"]))
+    return out
+
+
 def source_from(theirs: Mapping[str, torch.Tensor], source: str, known: Mapping[str, Any]) -> Source:
-    """A timm state dict (plain ViT / DeiT, or the ResNet hybrid) in vitlab's layout."""
+    """A timm state dict (plain ViT / DeiT, or the ResNet hybrid) in vitlab's layout.
+
+    What the file states about itself (:func:`file_facts`) fills fields the caller did not give;
+    ``info["stated"]`` lists them.
+    """
+    stated = stated_fields(file_facts(Path(source)))
+    known = {**stated, **known}
     if _HYBRID_KEY in theirs:
         from vitlab.weights.convert_timm_hybrid import import_state as import_hybrid
 
         cfg, state = import_hybrid(theirs, source, **known)
     else:
         cfg, state = import_state(theirs, source, **known)
-    return Source(cfg, state, [], {})
+    return Source(cfg, state, [], {"stated": sorted(stated)})
 
 
 def write_file(model: VisionTransformer, path: Path, class_names: list[str], info: Mapping[str, Any]) -> None:
-    """timm's layout: .safetensors (with timm's metadata) or a plain torch state dict, by suffix."""
+    """timm's layout: .safetensors (with timm's keyword arguments and the numerics in its metadata,
+    so the file describes itself) or a plain torch state dict, by suffix."""
     if model.config.stem == "resnetv2":
         from vitlab.weights.convert_timm_hybrid import export_state as export_hybrid
 
@@ -157,16 +244,41 @@ def write_file(model: VisionTransformer, path: Path, class_names: list[str], inf
     else:
         state = export_state(model)
     if path.suffix == ".safetensors":
+        numerics = {"norm_eps": model.config.norm_eps, "act": model.config.act}
         write_safetensors(path, state, {"format": "pt", "timm_kwargs": json.dumps(timm_kwargs(model.config)),
+                                        "numerics": json.dumps(numerics),
                                         "architecture": str(getattr(model, "model_name", "") or "")})
     else:
         write_torch(path, state)
 
 
+def _peer_from_facts(facts: Mapping[str, Any], cfg: ViTConfig) -> nn.Module | None:
+    """timm's model built from the file's own description (None when it states none)."""
+    import timm
+
+    arch, kwargs = facts.get("architecture"), dict(facts.get("kwargs") or {})
+    if arch and arch in timm.list_models():
+        return timm.create_model(arch, pretrained=False, **kwargs)
+    if not kwargs:
+        return None
+    from functools import partial
+
+    from timm.layers import GELUTanh
+    from timm.models.vision_transformer import VisionTransformer as TimmViT
+
+    numerics = facts.get("numerics") or {}
+    kwargs["img_size"] = tuple(kwargs["img_size"]) if isinstance(kwargs.get("img_size"), list) else kwargs.get("img_size", 224)
+    kwargs["norm_layer"] = partial(nn.LayerNorm, eps=float(numerics.get("norm_eps", 1e-6)))
+    kwargs["act_layer"] = {"gelu": nn.GELU, "gelu_tanh": GELUTanh, "relu": nn.ReLU}[numerics.get("act", "gelu")]
+    return TimmViT(**kwargs)
+
+
 def peer(path: Path, cfg: ViTConfig) -> Forward:
-    """timm's own VisionTransformer for ``cfg`` holding the file's tensors unchanged."""
-    model = build_timm(cfg).eval()
-    model.load_state_dict(read_state(path), strict=True)
+    """timm's own model holding the file's tensors unchanged: built from what the file states about
+    itself (hub config.json / timm_kwargs metadata) when it does, else from ``cfg``, the architecture
+    resolved from flags, the file and published models (never from a silent guess)."""
+    model = _peer_from_facts(file_facts(path), cfg) or build_timm(cfg)
+    model.eval().load_state_dict(read_file(path), strict=True)
     return model
 
 

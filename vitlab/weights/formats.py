@@ -49,7 +49,14 @@ class WeightFormat:
     from_vitlab: Writer | None = None  # (model, path, class names, info) -> file(s) in this format
     peer: Peer | None = None  # (path, architecture) -> images -> logits, run by the format's own library
     no_peer_why: str = ""  # said when peer is None
-    records_heads: bool = True  # False: the files do not say the attention heads, so they are guessed
+    # The architecture fields a file of this format cannot state for a given config (never guessed
+    # silently: they come from flags, the file's metadata or a published architecture; see published.py).
+    unstated: Callable[[ViTConfig], tuple[str, ...]] | None = None
+
+    @property
+    def records_heads(self) -> bool:
+        """Whether the files state the attention heads (for a plain ViT)."""
+        return self.unstated is None or "num_heads" not in self.unstated(ViTConfig())
 
     @property
     def readable(self) -> bool:
@@ -65,6 +72,17 @@ class WeightFormat:
         return self.suffixes[0].lstrip(".")
 
 
+def _heads(cfg: ViTConfig) -> tuple[str, ...]:
+    return ("num_heads",)
+
+
+def _timm_unstated(cfg: ViTConfig) -> tuple[str, ...]:
+    # A class token without fc_norm pools the token in timm's defaults, or the average when the
+    # model was built with global_pool="avg", fc_norm=False: the state dicts are identical.
+    pool = ("global_pool",) if cfg.class_token and not cfg.fc_norm and not cfg.dist_token else ()
+    return ("num_heads", *pool)
+
+
 def _suffix_in(*suffixes: str) -> Callable[[Path], bool]:
     """A detector by file suffix (a folder is never a single-file format)."""
     return lambda path: path.suffix.lower() in suffixes and not path.is_dir()
@@ -75,19 +93,19 @@ def _suffix_in(*suffixes: str) -> Callable[[Path], bool]:
 _TABLE = (
     WeightFormat("vitlab", "vitlab's self-describing .safetensors", (".safetensors",), convert_vitlab.is_vitlab_file,
                  convert_vitlab.read_file, convert_vitlab.source_from, convert_vitlab.write_file, convert_vitlab.peer),
-    WeightFormat("timm", "timm vit_* / deit_* / ResNet hybrid state dict", (".safetensors", ".pth", ".pt", ".bin"),
-                 _suffix_in(".safetensors", ".pth", ".pt", ".bin"), read_state, convert_timm.source_from,
-                 convert_timm.write_file, convert_timm.peer, records_heads=False),
+    WeightFormat("timm", "timm vit_* / deit_* / ResNet hybrid state dict, or a timm hub folder",
+                 (".safetensors", ".pth", ".pt", ".bin"), convert_timm.is_timm, convert_timm.read_file,
+                 convert_timm.source_from, convert_timm.write_file, convert_timm.peer, unstated=_timm_unstated),
     WeightFormat("hf", "Hugging Face transformers ViT folder", (".safetensors", ".bin"), lambda path: path.is_dir(),
                  convert_hf.read_folder, convert_hf.source_from, convert_hf.write_file, convert_hf.peer),
     WeightFormat("torchvision", "torchvision vit_* state dict", (".pth",), None, read_state,
                  convert_torchvision.source_from, convert_torchvision.write_file, convert_torchvision.peer,
-                 records_heads=False),
+                 unstated=_heads),
     WeightFormat("npz", "Google JAX / big_vision .npz", (".npz",), _suffix_in(".npz"), read_npz,
                  convert_npz.source_from, None, convert_timm.peer_npz),
     WeightFormat("mindspore", "MindSpore / mindcv .ckpt", (".ckpt",), _suffix_in(".ckpt"), read_ckpt,
                  convert_mindspore.source_from, convert_mindspore.write_file, None,
-                 no_peer_why="mindcv needs MindSpore", records_heads=False),
+                 no_peer_why="mindcv needs MindSpore", unstated=_heads),
 )
 FORMATS: dict[str, WeightFormat] = {f.name: f for f in _TABLE}
 
