@@ -179,6 +179,7 @@ def test_train_refuses_a_read_only_out_before_any_work(readonly: Path, digit_fol
     _last_error(capsys, f"--out {readonly / 'run'}", "Read-only file system", "choose another --out")
     with pytest.raises(AssertionError, match="training started"):  # control: a writable --out gets to work
         main(["train", "--data", str(digit_folder), *TINY, "--out", str(readonly.parent / "rw")])
+    assert not (readonly.parent / "rw").exists()  # the probe creates nothing
 
 
 def test_claim_run_dir_refuses_a_read_only_folder(readonly: Path) -> None:
@@ -301,6 +302,8 @@ def test_disk_full_before_any_checkpoint_says_there_is_none(tmp_path: Path, digi
     assert main(["train", "--data", str(digit_folder), *TINY, "--out", str(out)]) == 12
     line = _last_error(capsys, "disk quota", f"the run folder {out} has no valid checkpoint")
     assert "--resume" not in line
+    monkeypatch.undo()
+    assert main(["train", "--resume", "auto", "--out", str(out), "--no-progress"]) == 5  # as said: nothing to resume
 
 
 @pytest.mark.parametrize("error", [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"),
@@ -324,6 +327,19 @@ def test_out_of_memory_mid_run_exits_14_with_advice(error: BaseException, tmp_pa
     out = tmp_path / "run"
     assert main(["train", "--data", str(digit_folder), *TINY, "--out", str(out)]) == 14
     _last_error(capsys, "out of memory", "lower --batch-size", f"vitlab train --resume auto --out {out}")
+    monkeypatch.undo()
+    assert main(["train", "--resume", "auto", "--out", str(out), "--no-progress"]) == 0
+
+
+def test_run_failures_names_the_command_and_passes_other_errors(tmp_path: Path) -> None:
+    from vitlab.cli.failures import run_failures
+
+    with pytest.raises(DiskFullError, match=f"{tmp_path}/run has no valid checkpoint"):
+        with run_failures(tmp_path / "run", "detect train"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "run" / "x"))
+    with pytest.raises(ValueError):  # control: not a resource failure, untouched
+        with run_failures(tmp_path / "run", "detect train"):
+            raise ValueError("a bug")
 
 
 def test_is_out_of_memory_does_not_swallow_other_runtime_errors() -> None:

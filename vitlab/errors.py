@@ -88,9 +88,10 @@ _DENIED = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 def write_error(err: OSError, path: str | Path | None = None, flag: str | None = None) -> VitlabError | None:
     """The user error for a write that failed with ``err``, or None when it is neither a full disk
-    (12) nor an unwritable place (13). ``path`` defaults to the error's own file name; ``flag``
-    (e.g. ``--out``) is what the user can change."""
-    where = path if path is not None else (err.filename or "a file")
+    (12) nor an unwritable place (13). ``path`` defaults to the error's own file name (the
+    destination of a copy or rename, ``filename2``, when there is one); ``flag`` (e.g. ``--out``)
+    is what the user can change."""
+    where = path if path is not None else (err.filename2 or err.filename or "a file")
     instead = f"choose another {flag}" if flag else "write somewhere else"
     if err.errno in _FULL:
         return DiskFullError(f"{where}: {_FULL[err.errno]} while writing; free space (or raise the limit) "

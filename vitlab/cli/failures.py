@@ -72,7 +72,8 @@ def resume_hint(run: str | Path, command: str) -> str:
     except Exception:  # noqa: BLE001 - a hint must never hide the error it explains
         return f"check the run folder {run} with: vitlab {command} --resume auto --out {run}"
     if found is None:
-        return f"the run folder {run} has no valid checkpoint to continue from"
+        return (f"the run folder {run} has no valid checkpoint to continue from; fix the cause and start the run "
+                "again (--overwrite replaces the folder)")
     return (f"the run folder {run} can be continued (from step {found.step}) with: "
             f"vitlab {command} --resume auto --out {run}")
 
