@@ -14,6 +14,7 @@ import subprocess
 import sys
 import socket
 import textwrap
+import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -402,17 +403,43 @@ def test_traceback_only_with_debug(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert main(argv) == code and "Traceback" in capsys.readouterr().err
 
 
-def test_any_os_error_with_a_path_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                              capsys: pytest.CaptureFixture) -> None:
+@pytest.mark.parametrize(("error", "code", "needle"), [
+    (IsADirectoryError(errno.EISDIR, "Is a directory", "/data/weights"), 1, "/data/weights: Is a directory"),
+    (OSError(errno.ENOSPC, "No space left on device"), 12, "no space left"),
+    (PermissionError(errno.EACCES, "Permission denied", "/srv/cache/x"), 13, "/srv/cache/x: cannot be written"),
+    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB"), 14, "lower --batch-size"),
+    (MemoryError(), 14, "out of memory"),
+    (urllib.error.URLError(ConnectionRefusedError(111, "Connection refused")), 11, "download failed"),
+    (ConnectionResetError(104, "Connection reset by peer"), 11, "download failed"),
+])
+def test_the_fallback_maps_every_command(error: BaseException, code: int, needle: str, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """Raised where no command translates it (here: loading the checkpoint), still one line and its code."""
     import vitlab.api
 
     def fails(*args, **kwargs):
-        raise IsADirectoryError(errno.EISDIR, "Is a directory", "/data/weights")
+        raise error
 
     monkeypatch.setattr(vitlab.api, "load_checkpoint", fails)
-    assert main(["eval", str(tmp_path / "x.safetensors"), "--data", "mnist"]) == 1
-    _last_error(capsys, "/data/weights: Is a directory")
-    monkeypatch.setattr(vitlab.api, "load_checkpoint", lambda *a, **k: (_ for _ in ()).throw(
-        OSError(errno.ENOSPC, "No space left on device")))
-    assert main(["eval", str(tmp_path / "x.safetensors"), "--data", "mnist"]) == 12
-    _last_error(capsys, "no space left")
+    assert main(["eval", str(tmp_path / "x.safetensors"), "--data", "mnist"]) == code
+    _last_error(capsys, needle)
+    monkeypatch.setattr(vitlab.api, "load_checkpoint", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("a bug")))
+    with pytest.raises(RuntimeError, match="a bug"):  # control: a bug keeps its traceback
+        main(["eval", str(tmp_path / "x.safetensors"), "--data", "mnist"])
+
+
+def test_a_real_full_disk_mid_run_then_more_space_resumes(tmp_path: Path, digit_folder: Path, mounts: list[Path],
+                                                          capsys: pytest.CaptureFixture) -> None:
+    """A 320 KiB tmpfs holds epoch 1 (a 165 KiB checkpoint pair, last, best, logs) but not epoch 2's pair."""
+    disk = tmp_path / "disk"
+    _mount(disk, "size=320k")
+    mounts.append(disk)
+    out = disk / "run"
+    assert main(["train", "--data", str(digit_folder), *TINY, "--out", str(out)]) == 12
+    line = _last_error(capsys, "no space left on the device", f"can be continued (from step 4) with: vitlab train --resume "
+                f"auto --out {out}")
+    assert "best.safetensors" in line or "step-00000008" in line, line
+    assert not [p for p in (out / "checkpoints").iterdir() if p.name.endswith(".tmp") and "last" not in p.name]
+    subprocess.run(["mount", "-o", "remount,size=4m", str(disk)], check=True)  # space freed
+    assert main(["train", "--resume", "auto", "--out", str(out), "--no-progress"]) == 0
+    assert (out / "checkpoints" / "step-00000008.state.pt").is_file()
