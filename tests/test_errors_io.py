@@ -198,7 +198,7 @@ def _garbage(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("command", ["eval", "predict", "analyze", "report", "export", "convert", "pretrained",
-                                     "detect-eval", "detect-predict"])
+                                     "detect-eval", "detect-predict", "study"])
 def test_every_output_is_probed_before_the_input_is_read(command: str, readonly: Path, tmp_path: Path,
                                                          capsys: pytest.CaptureFixture) -> None:
     """The inputs are malformed (exit 8 if read): 13 shows the unwritable output was found first."""
@@ -211,7 +211,9 @@ def test_every_output_is_probed_before_the_input_is_read(command: str, readonly:
             "convert": ["convert", bad, f"{out}/m.safetensors"],
             "pretrained": ["pretrained", "vit_pico_patch7_28", "--weights", bad, "--out", f"{out}/m.safetensors"],
             "detect-eval": ["detect", "eval", bad, "--data", "shapes", "--out", out],
-            "detect-predict": ["detect", "predict", bad, bad, "--out", out]}[command]
+            "detect-predict": ["detect", "predict", bad, bad, "--out", out],
+            "study": ["study", "collapse", "--config", str(Path(__file__).resolve().parents[1] / "configs" /
+                                                           "collapse_study.yaml"), "--out", out]}[command]
     assert main(argv) == 13
     _last_error(capsys, str(readonly), "cannot be written")
 

@@ -20,7 +20,9 @@ def study_cmd() -> None:
 def collapse_cmd(recipe: str, out: str, smoke: bool, reuse: bool) -> None:
     """Attention collapse: train deep narrow ViTs with self- and re-attention, measure cross-layer similarity."""
     from vitlab.studies.collapse_study import run_study  # heavy imports only when the command runs
+    from vitlab.utils.atomic import probe_writable
 
+    probe_writable(out, "--out")  # before the first run trains
     results = run_study(recipe, out, smoke=smoke, reuse=reuse, echo=click.echo)
     if results.get("stopped"):
         click.echo(f"stopped after {len(results['runs'])} measured runs; rerun with --reuse to keep the finished ones", err=True)
