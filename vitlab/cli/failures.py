@@ -22,8 +22,8 @@ from vitlab.errors import (DiskFullError, DownloadError, NotWritableError, OutOf
 # What torch and the C allocators say when memory runs out without raising torch.OutOfMemoryError
 # (the CPU allocator and MPS raise a plain RuntimeError).
 _OOM_TEXT = ("out of memory", "can't allocate memory", "cannot allocate memory")
-_OOM_ADVICE = ("lower --batch-size (a batch too large is the usual cause; data.eval_batch_size for validation), "
-               "or use a lower --precision or a smaller model")
+_OOM_ADVICE = ("a batch too large is the usual cause: lower --batch-size (or data.eval_batch_size, for validation "
+               "during training), or choose a smaller model, a lower --precision or another --device")
 _NETWORK = (urllib.error.URLError, ConnectionError, socket.timeout, socket.gaierror)
 
 
