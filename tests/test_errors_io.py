@@ -445,3 +445,20 @@ def test_a_real_full_disk_mid_run_then_more_space_resumes(tmp_path: Path, digit_
     subprocess.run(["mount", "-o", "remount,size=4m", str(disk)], check=True)  # space freed
     assert main(["train", "--resume", "auto", "--out", str(out), "--no-progress"]) == 0
     assert (out / "checkpoints" / "step-00000008.state.pt").is_file()
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs /proc to size the address-space limit")
+def test_a_real_out_of_memory_exits_14(tmp_path: Path) -> None:
+    """RLIMIT_AS 1 GiB above what the loaded libraries map; ViT-H (2.5 GB of fp32 weights) cannot be built."""
+    script = textwrap.dedent(f"""
+        import resource, sys
+        import torch, vitlab.api, vitlab.cli.main as cli  # map the libraries before the limit
+        vm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmSize")) * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (vm + (1 << 30), vm + (1 << 30)))
+        sys.exit(cli.main(["analyze", "posembed", "--model", "vit_huge_patch14_224", "--device", "cpu",
+                           "--out", {str(tmp_path / "out")!r}]))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 14, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("error: out of memory (")
