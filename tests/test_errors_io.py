@@ -289,7 +289,8 @@ def test_disk_full_mid_run_says_the_run_can_be_continued_and_it_can(tmp_path: Pa
                                                                      monkeypatch: pytest.MonkeyPatch,
                                                                      capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "run"
-    _fsync_fails_on(monkeypatch, 3, errno.ENOSPC)  # 4 steps an epoch: epoch 1's pair (weights, state) is written; epoch 2's fails
+    # 4 steps an epoch: epoch 1's pair (weights, state) is written, epoch 2's weights fail
+    _fsync_fails_on(monkeypatch, 3, errno.ENOSPC)
     assert main(["train", "--data", str(digit_folder), *TINY, "--out", str(out)]) == 12
     _last_error(capsys, f"{out}/checkpoints/step-00000008.safetensors: no space left",
                 f"can be continued (from step 4) with: vitlab train --resume auto --out {out}")
@@ -438,8 +439,8 @@ def test_a_real_full_disk_mid_run_then_more_space_resumes(tmp_path: Path, digit_
     mounts.append(disk)
     out = disk / "run"
     assert main(["train", "--data", str(digit_folder), *TINY, "--out", str(out)]) == 12
-    line = _last_error(capsys, "no space left on the device", f"can be continued (from step 4) with: vitlab train --resume "
-                f"auto --out {out}")
+    line = _last_error(capsys, "no space left on the device",
+                       f"can be continued (from step 4) with: vitlab train --resume auto --out {out}")
     assert "best.safetensors" in line or "step-00000008" in line, line
     assert not [p for p in (out / "checkpoints").iterdir() if p.name.endswith(".tmp") and "last" not in p.name]
     subprocess.run(["mount", "-o", "remount,size=4m", str(disk)], check=True)  # space freed
