@@ -5,6 +5,12 @@ model, self-describing, loadable by ``vitlab eval``) and ``step-00001234.state.p
 scheduler, scaler, EMA, RNG states, the sampler's position, counters). The state file is written
 last and names the step of its weights, so a pair interrupted half-way is detected and skipped.
 Only the newest ``keep`` pairs are kept; ``last.safetensors`` is refreshed for users.
+
+Integrity: the state is serialised first and its SHA-256 goes into the weights file's metadata
+(``state_checksum``), beside the weights' own ``checksum``; so the weights file, written first,
+seals the pair, and the state file, written last, still commits it. On resume both are verified
+byte for byte; a pair that fails is skipped with a warning naming the file, and the previous
+one is used.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ from typing import Any
 
 from torch import nn
 
-from vitlab.weights.vitlab_format import load_state, read_metadata, read_tensors, save_state, save_weights
+from vitlab.weights.checksums import digest_tag
+from vitlab.weights.vitlab_format import (load_state, read_metadata, read_tensors, save_state, save_weights,
+                                         state_bytes)
 from vitlab.engine.rundir import RunDir
 from vitlab.errors import CheckpointError
 
@@ -46,8 +54,9 @@ def save_resumable(run: RunDir, step: int, model: nn.Module, class_names: list[s
     ``weights`` overrides ``model.state_dict()`` (gathered FSDP weights).
     """
     name = step_name(step)
-    save_weights(run.weights(name), model, class_names, {**info, "step": step}, weights)
-    save_state(run.state(name), {**state, "step": step})
+    blob = state_bytes({**state, "step": step})
+    save_weights(run.weights(name), model, class_names, {**info, "step": step}, weights, state_checksum=digest_tag(blob))
+    save_state(run.state(name), blob)
     # last.safetensors: a stable name for eval / predict; copied through a temp file + rename.
     tmp = run.checkpoints / ".last.safetensors.tmp"
     shutil.copyfile(run.weights(name), tmp)
@@ -80,18 +89,28 @@ def list_steps(run: RunDir) -> list[int]:
     return sorted(steps)
 
 
+def load_pair(run: RunDir, step: int) -> Resumable:
+    """The checkpoint pair of ``step``, every byte verified; CheckpointError naming the bad file.
+
+    Weights first: their verified metadata holds the state's checksum. A pair written before
+    checksums loads unverified (``read_tensors`` warns once).
+    """
+    name = step_name(step)
+    meta = read_metadata(run.weights(name))
+    tensors = read_tensors(run.weights(name))
+    if meta["checksum"] and not meta["state_checksum"]:  # last.safetensors / best.safetensors are not pairs
+        raise CheckpointError(f"{run.weights(name)}: no checksum of its training state recorded")
+    state = load_state(run.state(name), meta["state_checksum"])
+    if meta["info"].get("step") != step or state.get("step") != step:
+        raise CheckpointError(f"{run.weights(name)}: weights and state disagree on the step")
+    return Resumable(step=step, weights=tensors, state=state, weights_path=run.weights(name))
+
+
 def find_resumable(run: RunDir) -> Resumable | None:
-    """The newest checkpoint pair that loads cleanly; warns naming each bad file it skips."""
+    """The newest checkpoint pair that verifies and loads; warns naming each bad file it skips."""
     for step in reversed(list_steps(run)):
-        name = step_name(step)
         try:
-            state = load_state(run.state(name))
-            meta = read_metadata(run.weights(name))
-            if meta["info"].get("step") != step or state.get("step") != step:
-                raise CheckpointError(f"{run.weights(name)}: weights and state disagree on the step")
-            tensors = read_tensors(run.weights(name))
+            return load_pair(run, step)
         except CheckpointError as err:
             warnings.warn(f"skipping corrupt checkpoint: {err}", stacklevel=2)
-            continue
-        return Resumable(step=step, weights=tensors, state=state, weights_path=run.weights(name))
     return None

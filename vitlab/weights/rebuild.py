@@ -19,6 +19,9 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
 
     Eval mode because a loaded checkpoint is almost always used for inference; a caller who
     fine-tunes it calls ``.train()`` (otherwise dropout would silently make outputs random).
+    Every byte is checked against the file's checksum first: a changed file raises
+    CheckpointError naming it (exit code 4) and is never used; a file from before checksums
+    loads with one warning that it is unverified.
     """
     path = Path(path)
     meta = read_metadata(path)

@@ -10,6 +10,10 @@ A checkpoint is two files:
 * ``NAME.state.pt``: training state (optimizer, scheduler, scaler, RNG states, counters) as plain
   tensors and containers, readable with ``torch.load(weights_only=True)``.
 
+Integrity (:mod:`vitlab.weights.checksums`): the weights file's metadata holds ``checksum``, a
+SHA-256 over its header and every tensor byte, verified by :func:`read_tensors`; a resumable
+step's weights also hold ``state_checksum`` of its state file, verified by :func:`load_state`.
+
 This module sits below everything that reads or writes these files (engine, weights, api): it
 imports no model family. A model is described by ``model.config.to_dict()`` plus its arch name,
 which the leaf registry knows (:func:`vitlab.registry.arch_of`) or the caller passes.
@@ -17,7 +21,9 @@ which the leaf registry knows (:func:`vitlab.registry.arch_of`) or the caller pa
 
 from __future__ import annotations
 
+import io
 import json
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,9 +37,11 @@ from torch import nn
 from vitlab.errors import CheckpointError, ConfigError
 from vitlab.registry import arch_of
 from vitlab.utils.atomic import atomic_write
+from vitlab.weights.checksums import CHECKSUM_KEY, STATE_KEY, seal, verify_bytes, verify_safetensors
 
 FORMAT = "vitlab"
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"  # 2: carries checksums. "1" files (none) still load, unverified
+_UNCHECKED_VERSION = "1"
 
 
 @dataclass
@@ -61,12 +69,14 @@ def save_weights(
     info: Mapping[str, Any] | None = None,
     state: Mapping[str, torch.Tensor] | None = None,
     arch: str | None = None,
+    state_checksum: str | None = None,
 ) -> None:
     """Write the model's weights and self-description to ``path`` (safetensors), atomically.
 
     ``state`` replaces ``model.state_dict()`` when the weights live elsewhere (e.g. gathered from
     FSDP shards); the description still comes from ``model``. ``arch`` overrides the registry's
-    arch name for ``model``'s class.
+    arch name for ``model``'s class. The file carries a checksum of itself, and ``state_checksum``
+    (the tag of the training state saved with these weights) when given.
     """
     weights = state if state is not None else model.state_dict()
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in weights.items()}
@@ -77,8 +87,10 @@ def save_weights(
         "class_names": json.dumps(list(class_names)),
         "info": json.dumps(dict(info or {})),
     }
-    blob = st_save(tensors, metadata=metadata)
-    atomic_write(path, lambda f: f.write(blob))
+    if state_checksum is not None:
+        metadata[STATE_KEY] = state_checksum
+    pieces = seal(st_save(tensors, metadata=metadata))
+    atomic_write(path, lambda f: [f.write(p) for p in pieces])
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
@@ -99,18 +111,42 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
             "model": json.loads(raw["model"]),
             "class_names": json.loads(raw.get("class_names", "[]")),
             "info": json.loads(raw.get("info", "{}")),
+            "checksum": raw.get(CHECKSUM_KEY),
+            "state_checksum": raw.get(STATE_KEY),
         }
     except (KeyError, json.JSONDecodeError) as err:
         raise CheckpointError(f"{path}: corrupt vitlab metadata ({err})") from None
 
 
-def read_tensors(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """All tensors of a safetensors file; a torn or corrupt file raises CheckpointError."""
+def read_tensors(path: str | Path, device: str | torch.device = "cpu", verify: bool = True) -> dict[str, torch.Tensor]:
+    """All tensors of a safetensors file; a torn or corrupt file raises CheckpointError.
+
+    With ``verify`` (the default) a file that carries a checksum is checked first, every byte; a
+    vitlab checkpoint without one (written before checksums) is read with one warning.
+    """
+    if verify and verify_safetensors(path) is None:
+        _without_checksum(path)
     try:
         with safe_open(str(path), framework="pt", device=str(device)) as f:
             return {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise CheckpointError(f"{path}: cannot read tensors ({err})") from None
+
+
+def _without_checksum(path: str | Path) -> None:
+    """A file with no checksum: fine for foreign files, a warning for a version-1 vitlab file (from
+    before checksums), an error for any other vitlab file (its checksum entry itself was damaged)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError):
+        return  # read_tensors reports the malformed file itself
+    if meta.get("format") != FORMAT:
+        return
+    if meta.get("format_version") != _UNCHECKED_VERSION:
+        raise CheckpointError(f"{path}: checksum missing from a vitlab file of format version "
+                              f"{meta.get('format_version')!r}: the file changed after it was written; it is not used")
+    warnings.warn(f"{path}: no checksum (written by an older vitlab): its bytes are not verified", stacklevel=3)
 
 
 def load_state_checked(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
@@ -132,18 +168,36 @@ def load_state_checked(model: nn.Module, state: Mapping[str, torch.Tensor], sour
     model.load_state_dict(state, strict=True)
 
 
-def save_state(path: str | Path, state: Mapping[str, Any]) -> None:
-    """Write training state (plain tensors / containers) atomically with torch.save."""
-    atomic_write(path, lambda f: torch.save(dict(state), f))
+def state_bytes(state: Mapping[str, Any]) -> bytes:
+    """Training state serialised as :func:`save_state` writes it (to checksum before writing)."""
+    buf = io.BytesIO()
+    torch.save(dict(state), buf)
+    return buf.getvalue()
 
 
-def load_state(path: str | Path) -> dict[str, Any]:
-    """Read training state with ``weights_only=True`` (never unpickles arbitrary objects)."""
+def save_state(path: str | Path, state: Mapping[str, Any] | bytes) -> None:
+    """Write training state (plain tensors / containers, or its :func:`state_bytes`) atomically."""
+    data = state if isinstance(state, bytes) else state_bytes(state)
+    atomic_write(path, lambda f: f.write(data))
+
+
+def load_state(path: str | Path, checksum: str | None = None) -> dict[str, Any]:
+    """Read training state with ``weights_only=True`` (never unpickles arbitrary objects).
+
+    ``checksum`` (the ``state_checksum`` of the weights saved with it) is verified first, so a
+    changed byte is reported as such instead of being unpickled into wrong optimizer state.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: training state not found")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        data = path.read_bytes()
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot read training state ({err.strerror or err})") from None
+    if checksum is not None:
+        verify_bytes(data, checksum, path)
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for torn / foreign files
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path}: cannot load training state ({first})") from None
