@@ -31,6 +31,7 @@ from vitlab.data import (
 )
 from vitlab.data.image_ops import RandomAffine
 from vitlab.data.mnist import _read_idx
+from vitlab.data.bad_samples import ImagePolicy, SubstitutedLabel
 from vitlab.errors import DataError
 
 CIFAR_JPG = Path("/work/shared/data/cifar10_jpg")
@@ -164,7 +165,7 @@ def test_corrupt_image_names_the_file(tmp_path):
     root = _folder(tmp_path / "data", {"a": 2, "b": 1})
     bad = root / "b" / "broken.jpg"
     bad.write_bytes(b"this is not a jpeg at all" * 10)
-    ds = ImageFolderDataset(root)
+    ds = ImageFolderDataset(root, policy=ImagePolicy(strict=True))
     index = [p for p, _ in ds.samples].index(bad)
     with pytest.raises(DataError, match="cannot read image") as err:
         ds[index]
@@ -172,6 +173,9 @@ def test_corrupt_image_names_the_file(tmp_path):
     with pytest.raises(DataError, match="cannot read image") as err:
         ds.verify()
     assert str(bad) in str(err.value)
+    # The default policy replaces it by the next readable sample (wrapping), marked as a stand-in.
+    _, label = ImageFolderDataset(root)[index]
+    assert isinstance(label, SubstitutedLabel) and label == 0
 
 
 def test_val_classes_must_match_train_classes(tmp_path):

@@ -52,6 +52,12 @@ class DataSettings:
     workers: int = 0
     cache: bool = False  # decode image folders into memory once (uint8); for small images that fit in RAM
     drop_last: bool = True
+    # Untrusted files (vitlab.data.image_io / bad_samples): refuse image headers above this many
+    # pixels (null: $VITLAB_MAX_IMAGE_PIXELS, else Pillow's 89,478,485); stop at the first file
+    # that fails to decode (strict), else substitute up to max_bad_samples of them, then stop.
+    max_image_pixels: int | None = None
+    strict: bool = False
+    max_bad_samples: int = 100
     augment: AugmentSettings = field(default_factory=AugmentSettings)
 
 
@@ -149,6 +155,9 @@ class TrainConfig:
             (self.data.batch_size >= 1, "data.batch_size", self.data.batch_size, "must be at least 1"),
             (self.data.eval_batch_size >= 1, "data.eval_batch_size", self.data.eval_batch_size, "must be at least 1"),
             (self.data.workers >= 0, "data.workers", self.data.workers, "must be >= 0"),
+            (self.data.max_image_pixels is None or self.data.max_image_pixels >= 1, "data.max_image_pixels",
+             self.data.max_image_pixels, "must be at least 1 or null"),
+            (self.data.max_bad_samples >= 0, "data.max_bad_samples", self.data.max_bad_samples, "must be >= 0"),
             (math.isfinite(self.optim.lr) and self.optim.lr > 0, "optim.lr", self.optim.lr, "must be a positive number"),
             (math.isfinite(self.optim.min_lr) and self.optim.min_lr >= 0, "optim.min_lr", self.optim.min_lr, "must be >= 0"),
             (self.optim.weight_decay >= 0, "optim.weight_decay", self.optim.weight_decay, "must be >= 0"),
@@ -329,7 +338,8 @@ def resolve_config(
 
 # Fields that may change when a run is resumed: they do not alter what is computed.
 RESUME_SAFE = {"device", "data.workers", "data.eval_batch_size", "eval_every", "log_every", "checkpoint.keep",
-               "checkpoint.every_steps", "tensorboard", "smoke", "compile", "max_eval_images"}
+               "checkpoint.every_steps", "tensorboard", "smoke", "compile", "max_eval_images",
+               "data.max_image_pixels", "data.strict", "data.max_bad_samples"}  # only refuse or stop on bad files
 
 
 def config_diff(old: TrainConfig, new: TrainConfig) -> list[str]:

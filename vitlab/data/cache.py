@@ -15,13 +15,18 @@ except ImportError:  # a torchvision without image decoders
     decode_image = None
 from torchvision.transforms.v2 import functional as F
 
-from vitlab.data.folder import ImageFolderDataset, open_rgb
+from vitlab.data.folder import ImageFolderDataset
+from vitlab.data.image_io import open_image, read_header
 from vitlab.data.tensor_dataset import TensorImageDataset
 from vitlab.errors import DataError
 
 # 32x32 RGB: 3 KiB an image, so 1 GiB holds ~350k CIFAR images; above this the cache is refused.
 MAX_CACHE_BYTES = 8 * 2**30
-_TORCHVISION_FORMATS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif"})
+# The fast path is taken only where torchvision gives exactly the guarded opener's pixels: baseline
+# 8-bit grey / RGB JPEGs that need no EXIF turn. Everything else (16-bit PNG, palette, alpha, CMYK,
+# animations, orientation) goes through vitlab.data.image_io, so both paths agree on every mode.
+_FAST_FORMATS = frozenset({"JPEG"})
+_FAST_MODES = frozenset({"L", "RGB"})
 
 
 def cache_folder(
@@ -33,11 +38,13 @@ def cache_folder(
     once beforehand otherwise); a different one raises DataError naming the file, as does a file
     that cannot be read. JPEG / PNG / WebP / GIF decode through ``torchvision.io`` (the same pixels
     as PIL for baseline JPEG, without PIL's per-call overhead: ~50 us for a 32x32 JPEG instead of
-    ~300); other formats, and anything it rejects, go through PIL.
+    ~300); other formats, and anything it rejects, go through PIL. Every file passes the guarded
+    header check first (allowed format, ``dataset.policy``'s pixel limit).
     """
     if not len(dataset):
         raise DataError(f"{dataset.root}: nothing to cache")
-    first = _decode(dataset.samples[0][0])
+    limit = dataset.policy.max_pixels
+    first = _decode(dataset.samples[0][0], limit)
     c, h, w = first.shape
     need = len(dataset) * c * h * w
     if need > MAX_CACHE_BYTES:
@@ -45,7 +52,7 @@ def cache_folder(
                         f"more than the cache's {MAX_CACHE_BYTES / 2**30:.0f} GiB limit; set data.cache false")
     images = torch.empty((len(dataset), c, h, w), dtype=torch.uint8)
     for index, (path, _) in enumerate(dataset.samples):
-        image = first if index == 0 else _decode(path)
+        image = first if index == 0 else _decode(path, limit)
         if image.shape != first.shape:
             raise DataError(f"{path}: {image.shape[2]}x{image.shape[1]} differs from {w}x{h} "
                             f"({dataset.samples[0][0]}); data.cache needs images of one size")
@@ -54,9 +61,11 @@ def cache_folder(
     return TensorImageDataset(images, labels, dataset.classes, transform)
 
 
-def _decode(path: Path) -> torch.Tensor:
-    """(3, H, W) uint8 RGB."""
-    if decode_image is not None and path.suffix.lower() in _TORCHVISION_FORMATS:
+def _decode(path: Path, max_pixels: int | None) -> torch.Tensor:
+    """(3, H, W) uint8 RGB, the pixels of :func:`vitlab.data.image_io.open_image`."""
+    header = read_header(path, max_pixels)  # allow-list and pixel limit before any decoding
+    fast = header.format in _FAST_FORMATS and header.mode in _FAST_MODES and header.orientation == 1
+    if decode_image is not None and fast:
         try:
             data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
             with warnings.catch_warnings():
@@ -66,4 +75,4 @@ def _decode(path: Path) -> torch.Tensor:
                 return decode_image(data, mode=ImageReadMode.RGB)
         except (RuntimeError, ValueError, OSError):
             pass  # PIL decides, and names the file in its error
-    return F.pil_to_tensor(open_rgb(path))
+    return F.pil_to_tensor(open_image(path, max_pixels))

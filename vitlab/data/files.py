@@ -7,14 +7,18 @@ from pathlib import Path
 
 from PIL import Image
 
-from vitlab.data.folder import IMAGE_EXTENSIONS
+from vitlab.data.folder import is_hidden, is_image_file
+from vitlab.data.image_io import open_image as _guarded_open
+from vitlab.data.walk import WalkReport, log_report, walk_files
 from vitlab.errors import DataError
 
 
 def images_in(folder: Path) -> list[Path]:
-    """Image files under ``folder`` (recursive, sorted); hidden files and folders are skipped."""
-    return sorted(f for f in folder.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS
-                  and not any(part.startswith(".") for part in f.relative_to(folder).parts))
+    """Image files under ``folder`` (recursive, sorted); hidden entries skipped, each real folder walked once."""
+    report = WalkReport()
+    files = walk_files(folder, lambda d: not is_hidden(d), is_image_file, report)
+    log_report(folder, report)
+    return files
 
 
 def collect_image_files(paths: Iterable[str | Path]) -> list[Path]:
@@ -33,10 +37,6 @@ def collect_image_files(paths: Iterable[str | Path]) -> list[Path]:
     return files
 
 
-def open_image(path: Path) -> Image.Image:
-    """The image at ``path`` as RGB; an unreadable file raises DataError naming it."""
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except (OSError, ValueError, SyntaxError) as err:
-        raise DataError(f"{path}: cannot read image ({err.__class__.__name__})") from None
+def open_image(path: Path, max_pixels: int | None = None) -> Image.Image:
+    """The image at ``path`` as RGB through the guarded opener (:mod:`vitlab.data.image_io`); DataError naming it."""
+    return _guarded_open(path, max_pixels)

@@ -9,12 +9,12 @@ from typing import Any, Callable
 from PIL import Image
 from torch.utils.data import Dataset
 
+from vitlab.data.bad_samples import BadFiles, ImagePolicy, SubstitutedLabel
+from vitlab.data.image_io import open_image, read_header
+from vitlab.data.walk import WalkReport, log_report, walk_files
 from vitlab.errors import DataError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
-# What PIL raises for a file that is not a (complete, supported) image: UnidentifiedImageError and
-# truncation are OSErrors, some decoders raise SyntaxError or ValueError, huge images a bomb error.
-_READ_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 
 
 def is_hidden(name: str) -> bool:
@@ -33,50 +33,63 @@ class ImageFolderDataset(Dataset):
     Classes are the sorted names of the visible subfolders of ``root``, or ``classes`` when given:
     then the folder must have exactly those classes (a validation folder against the training
     classes) and labels follow that order. Without a transform the item is a PIL RGB image.
+
+    Files are read through :func:`vitlab.data.image_io.open_image` under ``policy`` (pixel limit,
+    allowed formats); one that fails to decode is replaced as :mod:`vitlab.data.bad_samples`
+    describes. Directory links are followed once each (:mod:`vitlab.data.walk`); ``links`` records them.
     """
 
     def __init__(
         self, root: str | Path, transform: Callable[[Image.Image], Any] | None = None,
-        classes: list[str] | None = None,
+        classes: list[str] | None = None, policy: ImagePolicy | None = None,
     ) -> None:
         self.root = Path(root).expanduser()
         self.transform = transform
+        self.policy = policy if policy is not None else ImagePolicy()
+        self.bad = BadFiles(self.policy)
         found = _class_folders(self.root)
         if classes is not None:
             _check_classes(self.root, found, list(classes))
         self.classes: list[str] = list(classes) if classes is not None else found
-        self.samples: list[tuple[Path, int]] = _collect_samples(self.root, self.classes)
+        self.links = WalkReport()
+        self.samples: list[tuple[Path, int]] = _collect_samples(self.root, self.classes, self.links)
         self.targets: list[int] = [label for _, label in self.samples]
+        log_report(self.root, self.links)
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
-        path, label = self.samples[index]
-        image = open_rgb(path)  # RGB here; the transform converts to the model's channel count.
+        image, label = self._load(index)  # RGB here; the transform converts to the model's channel count.
         return (self.transform(image) if self.transform is not None else image), label
 
-    def verify(self) -> None:
-        """Check that every file has a readable image header; DataError names the first bad one.
+    def _load(self, index: int) -> tuple[Image.Image, int]:
+        """The image and label at ``index``, or those of the next readable index (a deterministic stand-in)."""
+        n = len(self.samples)
+        for step in range(n):
+            path, label = self.samples[(index + step) % n]
+            try:
+                image = open_image(path, self.policy.max_pixels)
+            except DataError as err:
+                self.bad.add(str(path), err)  # raises once the policy's limit is passed
+                continue
+            return image, (SubstitutedLabel(label) if step else label)
+        raise DataError(f"{self.root}: no image in the dataset can be decoded")
 
-        Only parses headers (PIL ``verify``), never decodes pixels, so a folder of tens of thousands
-        of small images takes about a second once the files are in the page cache.
+    def verify(self) -> None:
+        """Check every file's header (allowed format, pixel limit, parsable); DataError names the first bad one.
+
+        Only parses headers, never decodes pixels, so a folder of tens of thousands of small images
+        takes about a second once the files are in the page cache. A file whose pixels are
+        truncated passes here and is handled by the bad-sample policy when it is read.
         """
         for path, _ in self.samples:
-            try:
-                with Image.open(path) as img:
-                    img.verify()
-            except _READ_ERRORS as e:
-                raise DataError(f"{path}: cannot read image ({_reason(e)})") from None
+            read_header(path, self.policy.max_pixels)
 
 
-def open_rgb(path: Path) -> Image.Image:
-    """The decoded image at ``path`` in RGB; DataError naming the file when it cannot be read."""
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except _READ_ERRORS as e:
-        raise DataError(f"{path}: cannot read image ({_reason(e)})") from None
+def open_rgb(path: Path, max_pixels: int | None = None) -> Image.Image:
+    """The decoded image at ``path`` in RGB (guarded, see :mod:`vitlab.data.image_io`); DataError naming the file."""
+    return open_image(path, max_pixels)
 
 
 def _class_folders(root: Path) -> list[str]:
@@ -104,11 +117,11 @@ def _check_classes(root: Path, found: list[str], expected: list[str]) -> None:
         raise DataError(f"{root}: classes differ from the expected ones ({'; '.join(parts)})")
 
 
-def _collect_samples(root: Path, classes: list[str]) -> list[tuple[Path, int]]:
+def _collect_samples(root: Path, classes: list[str], links: WalkReport) -> list[tuple[Path, int]]:
     samples: list[tuple[Path, int]] = []
     empty: list[str] = []
     for label, name in enumerate(classes):
-        files = _image_files(root / name)
+        files = _image_files(root / name, links)
         if not files:
             empty.append(name)
         samples.extend((path, label) for path in files)
@@ -121,16 +134,6 @@ def _collect_samples(root: Path, classes: list[str]) -> list[tuple[Path, int]]:
     return samples
 
 
-def _image_files(folder: Path) -> list[Path]:
+def _image_files(folder: Path, links: WalkReport | None = None) -> list[Path]:
     """Image files under ``folder`` in a stable (sorted) order, skipping hidden entries at every level."""
-    files: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not is_hidden(d))  # prune and fix the walk order
-        base = Path(dirpath)
-        files.extend(base / f for f in sorted(filenames) if is_image_file(f))
-    return files
-
-
-def _reason(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
+    return walk_files(folder, lambda d: not is_hidden(d), is_image_file, links)

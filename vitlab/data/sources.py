@@ -20,6 +20,7 @@ from typing import Any, Callable, Literal, Sequence
 import torch
 from torch.utils.data import Dataset
 
+from vitlab.data.bad_samples import ImagePolicy
 from vitlab.data.folder import ImageFolderDataset
 from vitlab.data.mnist import MNIST_CLASSES, load_mnist_5k, load_mnist_test
 from vitlab.data.tensor_dataset import TensorImageDataset
@@ -42,11 +43,13 @@ def open_source(
     download: bool = True,
     *,
     classes: Sequence[str] | None = None,
+    policy: ImagePolicy | None = None,
 ) -> Dataset:
     """The ``split`` of ``source`` as a dataset with ``.classes``; items are ``(transform(image), label)``.
 
     ``root`` is where torchvision datasets live. ``classes`` (e.g. the training classes when opening
-    val) must then match the source's classes; folder labels follow that order.
+    val) must then match the source's classes; folder labels follow that order. ``policy`` governs
+    how a folder's files are read (pixel limit, bad files; default :class:`ImagePolicy`).
     """
     if split not in ("train", "val"):
         raise DataError(f"{source}: split must be 'train' or 'val', got {split!r}")
@@ -60,7 +63,8 @@ def open_source(
                                    train=split == "train", transform=transform, download=download)
     else:
         folder = split_folder(name, split)
-        return ImageFolderDataset(folder, transform, classes=list(classes) if classes is not None else None)
+        return ImageFolderDataset(folder, transform, classes=list(classes) if classes is not None else None,
+                                  policy=policy)
     if classes is not None and list(classes) != dataset.classes:
         raise DataError(f"{source}: classes {dataset.classes} differ from the expected {list(classes)}")
     return dataset

@@ -14,18 +14,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from vitlab.data.image_io import open_image
 from vitlab.detection.base import DetectionDataset, Transform, make_target
 from vitlab.errors import DataError
 
 
 class CocoDetection(DetectionDataset):
-    """Images under ``image_dir`` annotated by the COCO json ``ann_file``."""
+    """Images under ``image_dir`` annotated by the COCO json ``ann_file``.
 
-    def __init__(self, image_dir: str | Path, ann_file: str | Path, transform: Transform | None = None) -> None:
+    Images are read through the guarded opener (:func:`vitlab.data.image_io.open_image`: allowed
+    formats, ``max_pixels``, EXIF orientation, first frame, every mode to RGB).
+    """
+
+    def __init__(self, image_dir: str | Path, ann_file: str | Path, transform: Transform | None = None,
+                 max_pixels: int | None = None) -> None:
         self.image_dir, self.ann_file = Path(image_dir), Path(ann_file)
-        self.transform = transform
+        self.transform, self.max_pixels = transform, max_pixels
         if not self.ann_file.is_file():
             raise DataError(f"{self.ann_file}: annotation file not found")
         if not self.image_dir.is_dir():
@@ -68,11 +74,7 @@ class CocoDetection(DetectionDataset):
     def load(self, index: int) -> tuple[Image.Image, dict[str, Any]]:
         info = self.images[index]
         path = self.image_dir / info["file_name"]
-        try:
-            with Image.open(path) as im:
-                image = im.convert("RGB")
-        except (UnidentifiedImageError, OSError) as err:
-            raise DataError(f"{path}: cannot read image ({err.__class__.__name__})") from None
+        image = open_image(path, self.max_pixels)
         h, w = image.height, image.width
         anns = self.by_image.get(info["id"], [])
         boxes = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4)
