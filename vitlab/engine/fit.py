@@ -115,7 +115,7 @@ def _checkpoint(ss: Session, epoch: int, batch: int, step: int, best: tuple[floa
              "scheduler": ss.scheduler.state_dict(), "scaler": ss.scaler.state_dict() if ss.scaler is not None else {},
              "ema": ss.ema.state_dict() if ss.ema is not None else {}, "rng": rng_state(),
              "totals": totals.reduced(ss.info, ss.device).to_state(), "nonfinite_in_a_row": guard.in_a_row,
-             "position": position_of(ss)}
+             "position": position_of(ss), "data": ss.task.data_fingerprint()}
     full = full_weights(ss.model, ss.info, ss.s.fsdp)
     if ss.info.is_main:
         save_resumable(ss.run, step, ss.model, ss.task.class_names, {"epoch": epoch, **last}, state, ss.s.keep, full)

@@ -19,8 +19,8 @@ from vitlab.engine.resume import Resumable, find_resumable
 from vitlab.engine.rundir import RunDir
 from vitlab.engine.session import Session
 from vitlab.engine.tracking import truncate_records
-from vitlab.errors import CheckpointError, ConfigError
-from vitlab.engine.task import minimises
+from vitlab.errors import CheckpointError, ConfigError, DataError
+from vitlab.engine.task import fingerprint_changes, minimises
 
 
 @dataclass
@@ -92,9 +92,23 @@ def _check_position(ss: Session, found: Resumable, batch_in_epoch: int) -> None:
                           "values until the epoch ends, or resume from an epoch-end checkpoint")
 
 
+def _check_data(ss: Session, found: Resumable) -> None:
+    """Refuse to continue on other data than the run started with (DataError listing what changed)."""
+    saved = found.state.get("data")
+    if saved is None:
+        ss.echo("this checkpoint predates data fingerprints: the training data is not compared")
+        return
+    changed = fingerprint_changes(saved, ss.task.data_fingerprint())
+    if changed:
+        raise DataError(f"{ss.run.root}: the training data differs from the data this run started with "
+                        f"({'; '.join(changed)}); restore the data, or start a new run from its weights "
+                        "(train --weights CHECKPOINT)")
+
+
 def restore(ss: Session, found: Resumable) -> Restored:
     """Load the training state of ``found`` into the session (weights are loaded before wrapping)."""
     st = found.state
+    _check_data(ss, found)
     fresh = [{k: v for k, v in g.items() if k != "params"} for g in ss.optimizer.param_groups]
     try:
         load_optimizer_state(ss.model, ss.optimizer, st["optimizer"], ss.info, ss.s.fsdp)

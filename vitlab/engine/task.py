@@ -83,6 +83,15 @@ class Task(ABC):
         """Data summary for the start-of-run line, e.g. '60000 images, 10 classes; validating on 10000'."""
         return f"{len(self.train_data)} images, {len(self.class_names)} classes"  # type: ignore[arg-type]
 
+    def data_fingerprint(self) -> dict[str, Any]:
+        """What identifies the training data, saved with every checkpoint and compared on resume.
+
+        Plain values only (``torch.load(weights_only=True)`` reads them back). The default is the
+        number of samples and the class names in label order; tasks add a cheap digest of their
+        sample list (file names and sizes, image ids) under keys of their own.
+        """
+        return {"samples": len(self.train_data), "classes": list(self.class_names)}  # type: ignore[arg-type]
+
     def is_better(self, metric: str, value: float, best: float) -> bool:
         """Whether ``value`` of ``metric`` improves on ``best`` (losses and calibration errors go down)."""
         return value < best if minimises(metric) else value > best
@@ -91,3 +100,32 @@ class Task(ABC):
 def minimises(metric: str) -> bool:
     """True for metrics where lower is better (``*loss``, ``*ece``)."""
     return metric.endswith("loss") or metric.endswith("ece")
+
+
+def fingerprint_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """What differs between two :meth:`Task.data_fingerprint` values, one phrase each (empty: the same).
+
+    Keys present on one side only are ignored (a fingerprint from an older vitlab has fewer).
+    Nested dicts (e.g. per-class counts) are compared entry by entry, naming each entry.
+    """
+    changes: list[str] = []
+    for key in (k for k in now if k in saved and saved[k] != now[k]):
+        old, new = saved[key], now[key]
+        if key == "classes":
+            changes.append(_class_change(list(old), list(new)))
+        elif isinstance(old, dict) and isinstance(new, dict):
+            names = [n for n in sorted(set(old) | set(new), key=str) if old.get(n) != new.get(n)]
+            # a digest says only "changed"; a count says by how much
+            parts = names if "digest" in key else [f"{n} {old.get(n, 'absent')} -> {new.get(n, 'absent')}" for n in names]
+            changes.append(f"{key}: " + ", ".join(parts[:5]) + (f" (+{len(parts) - 5} more)" if len(parts) > 5 else ""))
+        else:
+            changes.append(f"{key} changed" if "digest" in key else f"{key} {old} -> {new}")
+    return changes
+
+
+def _class_change(old: list[str], new: list[str]) -> str:
+    gone, added = [c for c in old if c not in new], [c for c in new if c not in old]
+    if gone or added:
+        parts = [f"{what} {', '.join(names)}" for what, names in (("missing", gone), ("new", added)) if names]
+        return "classes: " + "; ".join(parts)
+    return f"class order {old} -> {new}"

@@ -3,6 +3,7 @@ CE + L1 + GIoU on ``(images, mask, targets)`` batches; COCO box AP on validation
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import torch
@@ -82,6 +83,19 @@ class DetectionTask(Task):
         metrics = {prefix + k[len("val_"):]: v for k, v in stats.items()}
         metrics.update({f"{prefix}{k}": v for k, v in coco_map(self._gt, results).items()})
         return metrics
+
+    def data_fingerprint(self) -> dict[str, Any]:
+        """Samples and classes, plus a digest of the training images' COCO ids and file names and
+        the number of annotations (COCO), or the synthetic set's generating parameters."""
+        raw = getattr(self.train_data, "dataset", self.train_data)  # under the SeededSamples
+        out = super().data_fingerprint()
+        if hasattr(raw, "images") and hasattr(raw, "ann_file"):
+            listing = "\n".join(f"{im['id']}\0{im['file_name']}" for im in raw.images)
+            out["images_digest"] = hashlib.sha256(listing.encode()).hexdigest()[:16]
+            out["annotations"] = len(getattr(raw, "_raw_anns", []))
+        elif hasattr(raw, "seed") and hasattr(raw, "size"):
+            out["synthetic"] = {"size": int(raw.size), "seed": int(raw.seed), "max_objects": int(raw.max_objects)}
+        return out
 
     def describe(self) -> str:
         return (f"{len(self.train_data)} images, {len(self.class_names)} classes; "  # type: ignore[arg-type]
