@@ -29,14 +29,20 @@ def _display(raw) -> "object":
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
 @click.option("--grid", type=click.Path(dir_okay=False), help="Write an annotated image grid (PNG) here.")
 @click.option("--device", default="auto", show_default=True)
-def predict_cmd(checkpoint, images, data, limit, topk, fmt, grid, device) -> None:
-    """Predict the classes of IMAGES (files or folders) with CHECKPOINT."""
+@click.option("--max-image-pixels", type=click.IntRange(min=1), default=None,
+              help="Refuse images whose header announces more pixels (default: $VITLAB_MAX_IMAGE_PIXELS, "
+                   "else Pillow's 89,478,485).")
+def predict_cmd(checkpoint, images, data, limit, topk, fmt, grid, device, max_image_pixels) -> None:
+    """Predict the classes of IMAGES (files or folders) with CHECKPOINT.
+
+    An image that cannot be read (not an allowed format, over the pixel limit, truncated) is
+    reported on stderr, one line each; the others are predicted, then the command exits with 3.
+    """
     import torch
 
-    from vitlab.data import Preprocess, build_eval_transform, open_source
-    from vitlab.data.files import collect_image_files, open_image
+    from vitlab.data import Preprocess, build_eval_transform
     from vitlab.api import load_checkpoint
-    from vitlab.errors import ConfigError
+    from vitlab.errors import ConfigError, DataError
     from vitlab.evaluation.plots import save_prediction_grid
     from vitlab.utils.atomic import probe_writable, writing
     from vitlab.utils.device import resolve_device
@@ -49,20 +55,7 @@ def predict_cmd(checkpoint, images, data, limit, topk, fmt, grid, device) -> Non
     ckpt = load_checkpoint(checkpoint, dev)
     model, classes = ckpt.model.eval(), ckpt.class_names
     transform = build_eval_transform(Preprocess.from_config(model.config))
-    names, raws, truths = [], [], []
-    if data:
-        ds = open_source(data, "val", None)
-        step = max(1, len(ds) // limit)  # spread the picks over the set, not only its first class
-        for idx in list(range(0, len(ds), step))[:limit]:
-            raw, label = ds[idx]
-            names.append(f"{data}[{idx}]")
-            raws.append(raw)
-            truths.append(ds.classes[label])
-    else:
-        for path in collect_image_files(images):
-            names.append(str(path))
-            raws.append(open_image(path))
-            truths.append(None)
+    names, raws, truths, bad = _gather(images, data, limit, max_image_pixels)
     k = min(topk, len(classes))
     rows = []
     with torch.no_grad():
@@ -75,13 +68,44 @@ def predict_cmd(checkpoint, images, data, limit, topk, fmt, grid, device) -> Non
                 rows.append({"image": names[n], "truth": truths[n],
                              "top": [{"class": classes[c], "prob": float(q)} for q, c in zip(p[j].tolist(), i[j].tolist())]})
     _emit(rows, fmt)
-    if grid:
+    if grid and rows:
         titles = [f"{r['top'][0]['class']} {100 * r['top'][0]['prob']:.0f}%" for r in rows]
         correct = [None if r["truth"] is None else r["truth"] == r["top"][0]["class"] for r in rows]
         with writing(grid, "--grid"):
             Path(grid).parent.mkdir(parents=True, exist_ok=True)
             save_prediction_grid([_display(r) for r in raws], titles, grid, correct)
         click.echo(f"wrote {grid}", err=fmt != "table")
+    if bad:
+        raise DataError(f"{bad} of {bad + len(raws)} images could not be read (listed above); "
+                        f"predicted the other {len(raws)}")
+
+
+def _gather(images, data, limit: int, max_pixels: int | None) -> tuple[list, list, list, int]:
+    """(names, raw images, truths, number unreadable); each unreadable image is one line on stderr."""
+    from vitlab.data import open_source
+    from vitlab.data.bad_samples import ImagePolicy
+    from vitlab.data.files import collect_image_files, open_image
+    from vitlab.errors import DataError
+
+    names, raws, truths, bad, classes = [], [], [], 0, []
+    if data:
+        ds = open_source(data, "val", None, policy=ImagePolicy(max_pixels, strict=True))
+        classes = list(ds.classes)
+        step = max(1, len(ds) // limit)  # spread the picks over the set, not only its first class
+        picks = [(f"{data}[{idx}]", lambda i=idx: ds[i]) for idx in list(range(0, len(ds), step))[:limit]]
+    else:
+        picks = [(str(p), lambda p=p: (open_image(p, max_pixels), None)) for p in collect_image_files(images)]
+    for name, load in picks:
+        try:
+            raw, label = load()
+        except DataError as err:
+            click.echo(f"skipped: {err}", err=True)
+            bad += 1
+            continue
+        names.append(name)
+        raws.append(raw)
+        truths.append(None if label is None else classes[label])
+    return names, raws, truths, bad
 
 
 def _emit(rows: list[dict], fmt: str) -> None:

@@ -10,8 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from vitlab.data.fingerprint import folder_fingerprint
-from vitlab.data.folder import ImageFolderDataset
+from vitlab.data.bad_samples import collate_counting
 from vitlab.data.mixup import MixupCutmix
 from vitlab.engine.distributed import DistInfo, all_reduce_sum_tensor
 from vitlab.evaluation.inference import evaluate
@@ -47,9 +46,12 @@ class ClassificationTask(Task):
         self.label_smoothing, self.mixup = label_smoothing, mixup
         self.eval_batch_size, self.workers, self.max_eval_images = eval_batch_size, workers, max_eval_images
         self.drop_last = drop_last
+        # Counts the samples standing in for unreadable files (vitlab.data.bad_samples) per batch.
+        self.collate = collate_counting
 
     def step(self, model: nn.Module, batch: Any, device: torch.device, precision: str, sample_seed: int) -> StepOutput:
-        images, targets = batch
+        images, targets = batch[0], batch[1]
+        bad = float(batch[2]) if len(batch) > 2 else 0.0  # (images, targets, substituted) from collate_counting
         images = images.to(device, non_blocking=True)
         hard = targets.to(device, non_blocking=True)
         soft = hard
@@ -59,10 +61,12 @@ class ClassificationTask(Task):
             logits = model(images)
         loss = classification_loss(logits, soft, self.label_smoothing)
         correct = float((logits.detach().argmax(1) == hard).sum())
-        return StepOutput(loss=loss, images=int(hard.shape[0]), sums={"correct": correct})
+        # bad_samples always present: the engine all-reduces the sums by key, the same keys on every rank.
+        return StepOutput(loss=loss, images=int(hard.shape[0]), sums={"correct": correct, "bad_samples": bad})
 
     def summarize(self, sums: dict[str, float], images: int, micro_batches: int) -> dict[str, float]:
-        return {"train_top1": 100.0 * sums.get("correct", 0.0) / max(images, 1)}
+        return {"train_top1": 100.0 * sums.get("correct", 0.0) / max(images, 1),
+                "bad_samples": int(sums.get("bad_samples", 0.0))}
 
     def evaluate(self, model: nn.Module, device: torch.device, precision: str, info: DistInfo,
                  prefix: str) -> dict[str, float]:
@@ -78,25 +82,6 @@ class ClassificationTask(Task):
             meter = ClassificationMeter(len(self.class_names))
             meter.from_tensor(t)
         return {f"{prefix}{k}": v for k, v in meter.result().items()}
-
-    def data_fingerprint(self) -> dict[str, Any]:
-        """Samples and classes, plus per class: image count and a digest of relative paths + sizes
-        (folders), or the label counts (in-memory and torchvision sets, with the set's name).
-
-        Computed once per process (one ``stat`` per file) and reused by every checkpoint.
-        """
-        if getattr(self, "_fingerprint", None) is None:
-            raw = getattr(self.train_data, "dataset", self.train_data)  # under the SeededTransform
-            out = super().data_fingerprint()
-            if isinstance(raw, ImageFolderDataset):
-                out.update(folder_fingerprint(raw.root, raw.classes, raw.samples))
-            elif getattr(raw, "targets", None) is not None:
-                counts = torch.bincount(torch.as_tensor(raw.targets), minlength=len(self.class_names)).tolist()
-                out["images_per_class"] = dict(zip(self.class_names, counts))
-            if getattr(raw, "name", None):
-                out["source"] = str(raw.name)
-            self._fingerprint = out
-        return self._fingerprint
 
     def describe(self) -> str:
         return (f"{len(self.train_data)} images, {len(self.class_names)} classes; "  # type: ignore[arg-type]

@@ -4,7 +4,13 @@
   :class:`UnsafePickleError` naming the disallowed global. There is no unsafe retry.
 * safetensors: the header is validated (length, JSON, dtypes, shapes against byte ranges,
   no gaps or overlaps) before any tensor is read.
-* .npz: ``np.load(allow_pickle=False)``; every array is read eagerly so a torn file fails here.
+* .npz: never ``np.load``: each member's zip entry (declared size, compression ratio) and ``.npy``
+  header (shape x dtype, no object dtype) are checked against each other and against
+  :func:`memory_limit` before a byte is inflated; then exactly the declared bytes are read (the zip
+  CRC is checked), so a torn or lying file fails here and a 1 MB file never becomes gigabytes.
+* Memory: a reader never holds more than :func:`memory_limit` of tensors from one file:
+  ``$VITLAB_MAX_WEIGHTS_BYTES`` when set, else 16 x the file's size (at least 256 MiB). Uncompressed
+  formats (safetensors, torch zip files, MindSpore .ckpt) are bounded by their file size already.
 
 Truncated or malformed files raise :class:`MalformedFileError` (one line, exit code 8).
 """
@@ -13,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import struct
 import zipfile
@@ -29,6 +36,21 @@ from vitlab.weights.errors import MalformedFileError, UnsafePickleError
 _ST_DTYPES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
               "BOOL": 1, "U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1}
 _MAX_HEADER = 100 * 1024 * 1024
+ENV_MAX_BYTES = "VITLAB_MAX_WEIGHTS_BYTES"
+_RATIO, _FLOOR = 16, 256 * 2**20  # default memory limit: 16 x the file, at least 256 MiB
+_DEFLATE_MAX_RATIO = 1100  # deflate cannot inflate more than ~1032:1; a larger declared size is a lie
+_NPY_KINDS = frozenset("biufc")  # bool, ints, floats, complex: plain numbers only
+
+
+def memory_limit(path: str | Path) -> int:
+    """The most bytes of tensors a reader may inflate from ``path`` (see the module docstring)."""
+    raw = os.environ.get(ENV_MAX_BYTES, "").strip()
+    if raw:
+        try:
+            return int(raw.replace("_", ""))
+        except ValueError:
+            raise MalformedFileError(f"{ENV_MAX_BYTES}={raw!r}: expected a whole number of bytes") from None
+    return max(_RATIO * Path(path).stat().st_size, _FLOOR)
 
 
 def _first_line(err: BaseException) -> str:
@@ -45,6 +67,7 @@ def read_torch(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise MalformedFileError(f"{path}: file not found")
+    _check_torch_zip(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises several types; classify by message
@@ -67,6 +90,19 @@ def read_torch(path: str | Path) -> dict[str, torch.Tensor]:
     if bad:
         raise MalformedFileError(f"{path}: entries that are not tensors: {', '.join(map(str, bad[:5]))}")
     return dict(obj)
+
+
+def _check_torch_zip(path: Path) -> None:
+    """A torch zip file's records, like an .npz's members, are size-checked before torch inflates any."""
+    try:
+        if not zipfile.is_zipfile(path):
+            return  # the legacy format: torch reads its storages from the file itself
+        with zipfile.ZipFile(path) as zf:
+            _check_zip_sizes([m for m in zf.infolist() if not m.is_dir()], memory_limit(path))
+    except _NpzRefused as err:
+        raise MalformedFileError(f"{path}: not a readable torch file ({err})") from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError) as err:
+        raise MalformedFileError(f"{path}: not a readable torch file ({_first_line(err)})") from None
 
 
 def read_state(path: str | Path) -> dict[str, torch.Tensor]:
@@ -151,12 +187,61 @@ def write_torch(path: str | Path, tensors: Mapping[str, torch.Tensor]) -> None:
 
 
 def read_npz(path: str | Path) -> dict[str, np.ndarray]:
-    """Every array of an .npz file (``allow_pickle=False``), read eagerly so a torn file fails here."""
+    """Every array of an .npz file, each checked before it is inflated (see the module docstring)."""
     path = Path(path)
     if not path.is_file():
         raise MalformedFileError(f"{path}: file not found")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: np.asarray(z[k]) for k in z.files}
-    except (zipfile.BadZipFile, ValueError, EOFError, OSError, KeyError, zipfile.LargeZipFile) as err:
+        with zipfile.ZipFile(path) as zf:
+            members = [m for m in zf.infolist() if not m.is_dir()]
+            _check_zip_sizes(members, memory_limit(path))
+            return {_npz_key(path, m): _read_npy_member(path, zf, m) for m in members}
+    except _NpzRefused as err:
+        raise MalformedFileError(f"{path}: not a readable .npz ({err})") from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, OSError, KeyError,
+            NotImplementedError, RuntimeError, struct.error, OverflowError) as err:
         raise MalformedFileError(f"{path}: not a readable .npz ({_first_line(err)})") from None
+
+
+class _NpzRefused(ValueError):
+    """A check of :func:`read_npz` failed; the message lacks the path, which read_npz adds."""
+
+
+def _check_zip_sizes(members: list[zipfile.ZipInfo], limit: int) -> None:
+    """Declared sizes that cannot be true, or whose total passes ``limit``, refuse the file before any inflation."""
+    for m in members:
+        stored = m.compress_type == zipfile.ZIP_STORED
+        if (stored and m.file_size != m.compress_size) or m.file_size > max(m.compress_size, 1) * _DEFLATE_MAX_RATIO:
+            raise _NpzRefused(f"member {m.filename!r} declares {m.file_size:,} bytes from "
+                                     f"{m.compress_size:,} compressed (impossible; a zip bomb or a corrupt file)")
+    total = sum(m.file_size for m in members)
+    if total > limit:
+        raise _NpzRefused(f"its members would inflate to {total:,} bytes, more than the limit of "
+                                 f"{limit:,} for this file (set {ENV_MAX_BYTES} to allow more if it is trusted)")
+
+
+def _npz_key(path: Path, member: zipfile.ZipInfo) -> str:
+    if not member.filename.endswith(".npy"):
+        raise _NpzRefused(f"member {member.filename!r} is not an .npy array")
+    return member.filename[: -len(".npy")]
+
+
+def _read_npy_member(path: Path, zf: zipfile.ZipFile, member: zipfile.ZipInfo) -> np.ndarray:
+    """One ``.npy`` member: header checked against the zip entry's declared size, then exactly those bytes."""
+    fmt = np.lib.format
+    with zf.open(member) as f:
+        version = fmt.read_magic(f)
+        if version not in ((1, 0), (2, 0), (3, 0)):
+            raise _NpzRefused(f"member {member.filename!r} has .npy version {version}")
+        reader = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, fortran, dtype = reader(f, max_header_size=2**16)
+        if dtype.hasobject or dtype.kind not in _NPY_KINDS or dtype.fields is not None:
+            raise _NpzRefused(f"member {member.filename!r} has dtype {dtype} (only plain numbers are read)")
+        nbytes = math.prod(shape) * dtype.itemsize
+        if nbytes != member.file_size - f.tell():
+            raise _NpzRefused(f"member {member.filename!r} declares shape {shape} {dtype} "
+                                     f"({nbytes:,} bytes) but holds {member.file_size - f.tell():,}")
+        data = f.read(nbytes)
+    if len(data) != nbytes:
+        raise _NpzRefused(f"member {member.filename!r} is truncated ({len(data)} of {nbytes} bytes)")
+    return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C").copy()

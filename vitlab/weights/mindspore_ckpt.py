@@ -12,6 +12,10 @@ Large tensors are written as several records with the same tag, each holding a s
 they are joined here. With ``crc_check`` MindSpore appends ``b"crc_num"`` and a 10-byte big-endian
 CRC-32 of everything before it; it is verified when present. Every tensor's byte length must match
 its dims and type, or the file is rejected.
+
+Memory is bounded by the file: record contents stay views into the file's bytes, and each tensor is
+allocated once, only after its slices' total length has matched what its dims and type need (a
+record claiming huge dims without the bytes for them allocates nothing). Peak: about twice the file.
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ DTYPES: dict[str, torch.dtype] = {
 NAMES = {v: k for k, v in DTYPES.items()}
 CRC_MARK = b"crc_num"
 _CRC_LEN = len(CRC_MARK) + 10
-SLICE_BYTES = 512 * 1024 * 1024  # MindSpore slices tensors above this size into several records
+SLICE_BYTES = 512 * 1024 * 1024
+_MAX_RANK = 32  # MindSpore slices tensors above this size into several records
 
 
 # ----------------------------------------------------------------------------- wire format
@@ -94,8 +99,8 @@ def _signed64(v: int) -> int:
     return v - (1 << 64) if v >= 1 << 63 else v
 
 
-def parse_records(data: bytes, source: str = "ckpt") -> list[tuple[str, list[int], str, bytes]]:
-    """The raw (tag, dims, tensor_type, tensor_content) records, in file order."""
+def parse_records(data: bytes | memoryview, source: str = "ckpt") -> list[tuple[str, list[int], str, memoryview]]:
+    """The raw (tag, dims, tensor_type, tensor_content) records, in file order (contents are views of ``data``)."""
     top = _Reader(data, source, "Checkpoint")
     records = []
     while not top.done():
@@ -120,21 +125,23 @@ def parse_records(data: bytes, source: str = "ckpt") -> list[tuple[str, list[int
             raise top.fail("a value without tag or tensor")
         t = _Reader(tensor, source, f"tensor {tag!r}")
         dims: list[int] = []
-        ttype, content = None, b""
+        ttype, content = None, memoryview(b"")
         while not t.done():
             tnum, twire = t.field()
             if tnum == 1 and twire == 0:
                 dims.append(_signed64(t.varint()))
             elif tnum == 1 and twire == 2:  # packed dims
                 packed = _Reader(t.chunk(), source, f"dims of {tag!r}")
-                while not packed.done():
+                while not packed.done() and len(dims) <= _MAX_RANK:
                     dims.append(_signed64(packed.varint()))
             elif tnum == 2 and twire == 2:
                 ttype = bytes(t.chunk()).decode("utf-8", "replace")
             elif tnum == 3 and twire == 2:
-                content = bytes(t.chunk())
+                content = t.chunk()
             else:
                 t.skip(twire)
+            if len(dims) > _MAX_RANK:
+                raise t.fail(f"more than {_MAX_RANK} dims")
         if ttype is None:
             raise t.fail("no tensor_type")
         records.append((tag, dims, ttype, content))
@@ -149,15 +156,15 @@ def read_ckpt(path: str | Path, with_other: bool = False) -> dict[str, torch.Ten
     path = Path(path)
     if not path.is_file():
         raise MalformedFileError(f"{path}: file not found")
-    data = path.read_bytes()
-    if len(data) >= _CRC_LEN and data[-_CRC_LEN:].startswith(CRC_MARK):
+    data = memoryview(path.read_bytes())
+    if len(data) >= _CRC_LEN and bytes(data[-_CRC_LEN:]).startswith(CRC_MARK):
         body, want = data[:-_CRC_LEN], int.from_bytes(data[-10:], "big")
         if binascii.crc32(body) != want:
             raise MalformedFileError(f"{path}: CRC-32 {binascii.crc32(body)} differs from the stored {want} (corrupt file)")
         data = body
     if not data:
         raise MalformedFileError(f"{path}: empty MindSpore checkpoint")
-    joined: dict[str, tuple[list[int], str, list[bytes]]] = {}
+    joined: dict[str, tuple[list[int], str, list[memoryview]]] = {}
     for tag, dims, ttype, content in parse_records(data, str(path)):
         if tag in joined:
             prev_dims, prev_type, parts = joined[tag]
@@ -172,16 +179,28 @@ def read_ckpt(path: str | Path, with_other: bool = False) -> dict[str, torch.Ten
             continue
         if ttype not in DTYPES:
             raise MalformedFileError(f"{path}: tensor {tag!r} has unknown type {ttype!r}")
+        if len(dims) > _MAX_RANK:  # also keeps math.prod below cheap on a hostile file
+            raise MalformedFileError(f"{path}: tensor {tag!r} has {len(dims)} dims (more than {_MAX_RANK})")
         if any(d < 0 for d in dims):
             raise MalformedFileError(f"{path}: tensor {tag!r} has negative dims {dims}")
-        dtype = DTYPES[ttype]
-        raw = b"".join(parts)
-        want = math.prod(dims) * torch.empty(0, dtype=dtype).element_size()
-        if len(raw) != want:
-            raise MalformedFileError(f"{path}: tensor {tag!r} has {len(raw)} bytes; dims {dims} {ttype} need {want}")
-        t = torch.frombuffer(bytearray(raw), dtype=dtype) if raw else torch.empty(0, dtype=dtype)
-        out[tag] = t.reshape(dims).clone()
+        out[tag] = _tensor(path, tag, dims, ttype, parts)
     return out
+
+
+def _tensor(path: Path, tag: str, dims: list[int], ttype: str, parts: list[memoryview]) -> torch.Tensor:
+    """One tensor from its slices; the length is checked before anything is allocated."""
+    dtype = DTYPES[ttype]
+    have = sum(len(p) for p in parts)
+    want = math.prod(dims) * torch.empty(0, dtype=dtype).element_size()
+    if have != want:
+        raise MalformedFileError(f"{path}: tensor {tag!r} has {have} bytes; dims {dims} {ttype} need {want}")
+    if not want:
+        return torch.empty(dims, dtype=dtype)
+    raw, pos = bytearray(want), 0
+    for part in parts:
+        raw[pos:pos + len(part)] = part
+        pos += len(part)
+    return torch.frombuffer(raw, dtype=dtype).reshape(dims)  # owns ``raw``: no further copy
 
 
 # ---------------------------------------------------------------------------------- writer
