@@ -10,6 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from vitlab.data.fingerprint import folder_fingerprint
+from vitlab.data.folder import ImageFolderDataset
 from vitlab.data.bad_samples import collate_counting
 from vitlab.data.mixup import MixupCutmix
 from vitlab.engine.distributed import DistInfo, all_reduce_sum_tensor
@@ -82,6 +84,25 @@ class ClassificationTask(Task):
             meter = ClassificationMeter(len(self.class_names))
             meter.from_tensor(t)
         return {f"{prefix}{k}": v for k, v in meter.result().items()}
+
+    def data_fingerprint(self) -> dict[str, Any]:
+        """Samples and classes, plus per class: image count and a digest of relative paths + sizes
+        (folders), or the label counts (in-memory and torchvision sets, with the set's name).
+
+        Computed once per process (one ``stat`` per file) and reused by every checkpoint.
+        """
+        if getattr(self, "_fingerprint", None) is None:
+            raw = getattr(self.train_data, "dataset", self.train_data)  # under the SeededTransform
+            out = super().data_fingerprint()
+            if isinstance(raw, ImageFolderDataset):
+                out.update(folder_fingerprint(raw.root, raw.classes, raw.samples))
+            elif getattr(raw, "targets", None) is not None:
+                counts = torch.bincount(torch.as_tensor(raw.targets), minlength=len(self.class_names)).tolist()
+                out["images_per_class"] = dict(zip(self.class_names, counts))
+            if getattr(raw, "name", None):
+                out["source"] = str(raw.name)
+            self._fingerprint = out
+        return self._fingerprint
 
     def describe(self) -> str:
         return (f"{len(self.train_data)} images, {len(self.class_names)} classes; "  # type: ignore[arg-type]
