@@ -1,29 +1,49 @@
 """Downloads with hash verification into a local cache, and loading weights into registry models.
 
-``download`` streams a URL to a temporary file beside the target while hashing it, checks the
-sha256 (or, for torchvision-style names such as ``vit_b_16-c867db91.pth``, the hash prefix in
-the name), then renames it into place: the cache never holds a partial or unverified file. The
-cache folder is an argument (default ``~/.cache/vitlab``); the CLI may fill it from the
-environment. ``file://`` URLs work, which is how the tests run offline.
+``download`` streams a URL to a temporary file beside the target while hashing it, checks it,
+then renames it into place: the cache never holds a partial or unverified file. What it is
+checked against, in this order (docs/weights.md lists it per spec):
+
+1. the SHA-256 pinned in the spec table, when there is one: all 256 bits;
+2. for ``hf://`` files, the Hugging Face hub's own SHA-256 of the file (the LFS object id the hub
+   sends as ``X-Linked-Etag`` on the resolve URL, read before following its redirect): all 256
+   bits; it is kept beside the cached file (``NAME.sha256``) so the cache is re-verified offline;
+3. for torchvision / mindcv style names (``vit_b_16-c867db91.pth``), the SHA-256 prefix in the
+   name: 8 hex digits, i.e. 32 bits, which catches a torn or wrong file, not a crafted one;
+4. nothing else: such a download is used with a warning that it is not hash-checked.
+
+A failed hash check raises :class:`HashMismatchError` (exit 10) and removes the file; a failed
+download raises :class:`~vitlab.errors.DownloadError` (exit 11) naming the URL and the offline
+way (``--weights FILE``). A cached file is re-verified on every use. The cache folder is an
+argument (default ``~/.cache/vitlab``); ``file://`` and local ``http://`` URLs are how the tests
+run offline.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import re
 import tempfile
+import urllib.error
 import urllib.request
+import warnings
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from vitlab.errors import DownloadError
 from vitlab.weights.errors import HashMismatchError, MappingError
-from vitlab.weights.specs import WeightSpec, get_spec
+from vitlab.weights.specs import WeightSpec, get_spec, name_hash
 
 DEFAULT_CACHE = Path("~/.cache/vitlab").expanduser()
+HF_ENDPOINT = "https://huggingface.co"
 _CHUNK = 1 << 20
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# What a failed transfer raises: no network or DNS, refused, HTTP errors, timeouts, a cut stream.
+_NET_ERRORS = (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException)
 # Architecture fields a file must agree on with the model it is loaded into.
 ARCH_FIELDS = ("patch_size", "in_chans", "embed_dim", "depth", "num_heads", "mlp_dim", "qkv_bias", "class_token",
                "dist_token", "global_pool", "fc_norm", "representation_size", "stem", "norm_eps", "act")
@@ -33,13 +53,8 @@ def resolve_url(url: str) -> str:
     """``hf://<org>/<repo>/<file>`` -> the hub's resolve URL; other URLs unchanged."""
     if url.startswith("hf://"):
         org, repo, file = url[len("hf://"):].split("/", 2)
-        return f"https://huggingface.co/{org}/{repo}/resolve/main/{file}"
+        return f"{HF_ENDPOINT}/{org}/{repo}/resolve/main/{file}"
     return url
-
-
-def _name_hash(url: str) -> str | None:
-    m = re.search(r"-([0-9a-f]{8,})\.[A-Za-z0-9]+$", url)
-    return m.group(1) if m else None
 
 
 def sha256_of(path: str | Path) -> str:
@@ -50,36 +65,106 @@ def sha256_of(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def _check(digest: str, url: str, sha256: str | None) -> None:
+def _offline_hint(url: str, why: str) -> DownloadError:
+    return DownloadError(f"{url}: download failed ({why}); offline? fetch the file another way and pass "
+                         "--weights FILE (Python: weights=FILE)")
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:  # keep the hub's own headers
+        return None
+
+
+def hub_sha256(url: str, timeout: float = 60.0) -> str:
+    """The hub's SHA-256 of the file at a resolve ``url`` (an LFS file's ``X-Linked-Etag``).
+
+    DownloadError when the hub cannot be reached or gives no SHA-256 (then nothing could verify it).
+    """
+    request = urllib.request.Request(url, method="HEAD")
+    try:
+        resp = urllib.request.build_opener(_NoRedirect).open(request, timeout=timeout)  # noqa: S310
+    except urllib.error.HTTPError as err:
+        if err.code not in (301, 302, 303, 307, 308):
+            raise _offline_hint(url, f"HTTP {err.code}") from None
+        resp = err
+    except _NET_ERRORS as err:
+        raise _offline_hint(url, str(getattr(err, "reason", err))) from None
+    with resp:
+        tag = resp.headers.get("X-Linked-Etag") or resp.headers.get("ETag") or ""
+    digest = tag.strip().removeprefix("W/").strip('"').lower()
+    if not _SHA256.match(digest):
+        raise DownloadError(f"{url}: the hub sent no SHA-256 for this file, so it cannot be verified; "
+                            "download it yourself and pass --weights FILE")
+    return digest
+
+
+def _check(digest: str, url: str, sha256: str | None) -> str:
+    """Compare ``digest`` with what is known of the file; returns what was checked ('' for nothing)."""
     if sha256 and digest != sha256.lower():
         raise HashMismatchError(f"{url}: sha256 {digest} differs from the expected {sha256}")
-    prefix = _name_hash(url)
-    if not sha256 and prefix and not digest.startswith(prefix):
+    if sha256:
+        return "sha256"
+    prefix = name_hash(url)
+    if prefix and not digest.startswith(prefix):
         raise HashMismatchError(f"{url}: sha256 {digest[:16]}... does not start with {prefix} from the file name")
+    return "name prefix" if prefix else ""
+
+
+def _sidecar(dest: Path) -> Path:
+    return dest.with_name(dest.name + ".sha256")
+
+
+def _verify_cached(dest: Path, url: str, sha256: str | None) -> Path:
+    """A cached file, re-verified; a bad one is removed (never used) and reported."""
+    known = sha256 or (_sidecar(dest).read_text().strip() if _sidecar(dest).is_file() else None)
+    try:
+        _check(sha256_of(dest), url, known)
+    except HashMismatchError as err:
+        dest.unlink(missing_ok=True)
+        _sidecar(dest).unlink(missing_ok=True)
+        raise HashMismatchError(f"{err} (cached copy {dest} removed: run again to download it afresh)") from None
+    return dest
+
+
+def _stream(url: str, fd: int, timeout: float) -> str:
+    """Copy ``url`` into the open temp file ``fd``, fsync it; returns the SHA-256 of the bytes."""
+    h = hashlib.sha256()
+    with os.fdopen(fd, "wb") as out:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - https / file only
+                while chunk := resp.read(_CHUNK):
+                    h.update(chunk)
+                    out.write(chunk)
+        except urllib.error.HTTPError as err:
+            raise _offline_hint(url, f"HTTP {err.code} {err.reason}") from None
+        except _NET_ERRORS as err:
+            raise _offline_hint(url, str(getattr(err, "reason", err)) or type(err).__name__) from None
+        out.flush()
+        os.fsync(out.fileno())
+    return h.hexdigest()
 
 
 def download(url: str, dest: str | Path, sha256: str | None = None, timeout: float = 60.0) -> Path:
     """Fetch ``url`` to ``dest`` unless a verified copy is there; atomic rename after the hash check."""
     dest = Path(dest)
-    url = resolve_url(url)
+    original, url = url, resolve_url(url)
     if dest.is_file():
-        _check(sha256_of(dest), url, sha256)  # a cached file is re-verified, never trusted blindly
-        return dest
+        return _verify_cached(dest, url, sha256)
+    from_hub = not sha256 and original.startswith("hf://")
+    if from_hub:
+        sha256 = hub_sha256(url, timeout)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    h = hashlib.sha256()
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - https / file only
-            while chunk := resp.read(_CHUNK):
-                h.update(chunk)
-                out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        _check(h.hexdigest(), url, sha256)
+        checked = _check(_stream(url, fd, timeout), url, sha256)
+        if from_hub:
+            _sidecar(dest).write_text(f"{sha256}\n")
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    if not checked:
+        warnings.warn(f"{url}: not hash-checked (no SHA-256 is published for it): check {dest} yourself", stacklevel=2)
     return dest
 
 
@@ -117,6 +202,7 @@ def load_weights_into(model: nn.Module, model_name: str, pretrained: str | None 
         path = Path(weights)
     cfg = model.config
     imp = import_weights(path, fmt, img_size=cfg.img_size, num_classes=cfg.num_classes, num_heads=cfg.num_heads,
+                         global_pool=cfg.global_pool,
                          norm_eps=cfg.norm_eps, act=cfg.act, resample=resample)
     got = imp.model.config
     wrong = [f"{f}: file {getattr(got, f)!r} vs model {getattr(cfg, f)!r}" for f in ARCH_FIELDS if getattr(got, f) != getattr(cfg, f)]

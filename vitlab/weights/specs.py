@@ -8,6 +8,7 @@ pretrained=TAG)`` looks ``name.TAG`` up here and downloads through :mod:`vitlab.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -74,8 +75,9 @@ _TV = "https://download.pytorch.org/models/{}"
 _GS = "https://storage.googleapis.com/vit_models/{}"
 _MS = "https://download.mindspore.cn/toolkits/mindcv/vit/{}"
 
-# sha256 values are those published with the files where the publisher gives one (torchvision's
-# file names embed the first hex digits of theirs, which hub.py also checks); None where not known.
+# sha256 values are pinned only where a publisher states the full digest (none of these does):
+# the hf:// files are checked against the hub's own SHA-256 of each file, torchvision's and
+# mindcv's against the 8 hex digits of SHA-256 in their file names (hub.py); see hash_check().
 SPECS: tuple[WeightSpec, ...] = (
     WeightSpec("vit_tiny_patch16_224", "augreg_in21k_ft_in1k", "timm", _HFT.format("vit_tiny_patch16_224.augreg_in21k_ft_in1k")),
     WeightSpec("vit_small_patch16_224", "augreg_in21k_ft_in1k", "timm", _HFT.format("vit_small_patch16_224.augreg_in21k_ft_in1k")),
@@ -106,6 +108,25 @@ SPECS: tuple[WeightSpec, ...] = (
                mean=IMAGENET[0], std=IMAGENET[1], crop_pct=0.875, interpolation="bilinear",
                extra={"act": "gelu_tanh", "norm_eps": 1e-7}),
 )
+
+
+def name_hash(url: str) -> str | None:
+    """The SHA-256 prefix torchvision / mindcv put in a file name (``vit_b_16-c867db91.pth``), if any."""
+    m = re.search(r"-([0-9a-f]{8,})\.[A-Za-z0-9]+$", url)
+    return m.group(1) if m else None
+
+
+def hash_check(spec: WeightSpec) -> str:
+    """What a download of ``spec`` is verified against (:mod:`vitlab.weights.hub` applies it):
+    ``pinned sha256``, ``hub sha256`` (the Hugging Face hub's SHA-256 of the file), ``sha256
+    prefix in the name`` (8 hex digits, 32 bits), or ``none``."""
+    if spec.sha256:
+        return "pinned sha256"
+    if spec.url.startswith("hf://"):
+        return "hub sha256"
+    if name_hash(spec.url):
+        return "sha256 prefix in the name"
+    return "none"
 
 
 def list_specs(model: str | None = None) -> list[WeightSpec]:
