@@ -240,11 +240,38 @@ def test_resume_with_the_same_data_continues(digit_folder: Path, tmp_path: Path)
 
 
 def test_fingerprint_changes_names_each_difference() -> None:
-    saved = {"samples": 3, "classes": ["a", "b"], "images_per_class": {"a": 1, "b": 2}, "files_digest": {"a": "x", "b": "y"}}
+    saved = {"samples": 3, "classes": ["a", "b"], "images_per_class": {"a": 1, "b": 2},
+             "files_digest": {"a": "x", "b": "y"}}
     assert fingerprint_changes(saved, dict(saved)) == []
     assert fingerprint_changes(saved, {**saved, "classes": ["b", "a"]}) == ["class order ['a', 'b'] -> ['b', 'a']"]
     assert fingerprint_changes(saved, {**saved, "files_digest": {"a": "x", "b": "z"}}) == ["files_digest: b"]
     assert fingerprint_changes({"samples": 3}, {"samples": 3, "new_key": 1}) == []  # older fingerprints have fewer keys
+
+
+class _Coco:
+    """What DetectionTask.data_fingerprint reads of a CocoDetection: images, ann_file, annotations."""
+
+    def __init__(self, files: list[str], annotations: int) -> None:
+        self.images = [{"id": i + 1, "file_name": f} for i, f in enumerate(files)]
+        self.ann_file, self._raw_anns = "instances_train.json", [{}] * annotations
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def test_detection_fingerprint_names_what_changed() -> None:
+    from vitlab.tasks.detection import DetectionTask
+
+    def fingerprint(files: list[str], annotations: int) -> dict:
+        task = object.__new__(DetectionTask)  # only the data matters here, not the model or criterion
+        task.train_data, task.class_names = _Coco(files, annotations), ["cat", "dog"]
+        return task.data_fingerprint()
+
+    saved = fingerprint(["a.jpg", "b.jpg"], 5)
+    assert fingerprint_changes(saved, fingerprint(["a.jpg", "b.jpg"], 5)) == []
+    assert fingerprint_changes(saved, fingerprint(["a.jpg", "c.jpg"], 5)) == ["images_digest changed"]
+    assert fingerprint_changes(saved, fingerprint(["a.jpg", "b.jpg", "c.jpg"], 6)) == [
+        "samples 2 -> 3", "images_digest changed", "annotations 5 -> 6"]
 
 
 # ----------------------------------------------------------------------- downloads

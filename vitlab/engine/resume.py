@@ -55,7 +55,8 @@ def save_resumable(run: RunDir, step: int, model: nn.Module, class_names: list[s
     """
     name = step_name(step)
     blob = state_bytes({**state, "step": step})
-    save_weights(run.weights(name), model, class_names, {**info, "step": step}, weights, state_checksum=digest_tag(blob))
+    save_weights(run.weights(name), model, class_names, {**info, "step": step}, weights,
+                 state_checksum=digest_tag(blob))
     save_state(run.state(name), blob)
     # last.safetensors: a stable name for eval / predict; copied through a temp file + rename.
     tmp = run.checkpoints / ".last.safetensors.tmp"

@@ -116,7 +116,8 @@ def fingerprint_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]
         elif isinstance(old, dict) and isinstance(new, dict):
             names = [n for n in sorted(set(old) | set(new), key=str) if old.get(n) != new.get(n)]
             # a digest says only "changed"; a count says by how much
-            parts = names if "digest" in key else [f"{n} {old.get(n, 'absent')} -> {new.get(n, 'absent')}" for n in names]
+            parts = names if "digest" in key else [f"{n} {old.get(n, 'absent')} -> {new.get(n, 'absent')}"
+                                                   for n in names]
             changes.append(f"{key}: " + ", ".join(parts[:5]) + (f" (+{len(parts) - 5} more)" if len(parts) > 5 else ""))
         else:
             changes.append(f"{key} changed" if "digest" in key else f"{key} {old} -> {new}")
