@@ -6,11 +6,12 @@ by the original index): a resumed run sees exactly the same substitute. The repl
 a :class:`SubstitutedLabel` (an ``int``), which :func:`collate_counting` counts into the batch, so
 the count reaches the task's step sums and the epoch record (``bad_samples``). After
 ``max_bad_samples`` distinct bad files in one process the dataset stops with a DataError listing
-them; ``strict`` stops at the first.
+them; ``strict`` stops at the first. Each bad file is one line on the ``vitlab.data`` logger.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ from vitlab.data.image_io import max_image_pixels
 from vitlab.errors import DataError
 
 DEFAULT_MAX_BAD_SAMPLES = 100
+LOG = logging.getLogger("vitlab.data")
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,10 @@ class BadFiles:
         self.errors: dict[str, str] = {}
 
     def add(self, path: str, error: DataError) -> None:
-        self.errors.setdefault(path, str(error))
+        if path not in self.errors:  # never silent: one line per bad file, wherever the dataset is used
+            self.errors[path] = str(error)
+            if not self.policy.strict:
+                LOG.warning("%s; the next readable sample stands in for it", error)
         if self.policy.strict:
             raise DataError(f"{error} (data.strict / --strict-data: stopping at the first bad file)")
         if len(self.errors) > self.policy.limit:

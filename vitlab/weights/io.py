@@ -23,6 +23,7 @@ import os
 import re
 import struct
 import zipfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -39,7 +40,11 @@ _MAX_HEADER = 100 * 1024 * 1024
 ENV_MAX_BYTES = "VITLAB_MAX_WEIGHTS_BYTES"
 _RATIO, _FLOOR = 16, 256 * 2**20  # default memory limit: 16 x the file, at least 256 MiB
 _DEFLATE_MAX_RATIO = 1100  # deflate cannot inflate more than ~1032:1; a larger declared size is a lie
-_NPY_KINDS = frozenset("biufc")  # bool, ints, floats, complex: plain numbers only
+_NPY_KINDS = frozenset("biufc")
+# What zipfile, inflate and numpy's .npy header parser raise on a malformed archive (seen under fuzzing).
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, OSError, KeyError, IndexError,
+               TypeError, SyntaxError, NotImplementedError, RuntimeError, RecursionError, MemoryError,
+               struct.error, zlib.error, OverflowError)  # bool, ints, floats, complex: plain numbers only
 
 
 def memory_limit(path: str | Path) -> int:
@@ -93,15 +98,22 @@ def read_torch(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def _check_torch_zip(path: Path) -> None:
-    """A torch zip file's records, like an .npz's members, are size-checked before torch inflates any."""
+    """A torch zip file's records, like an .npz's members, are size-checked before torch inflates any.
+
+    The pre-1.6 (non-zip) format is refused: its pickle and storage headers declare lengths that
+    torch allocates before reading, so a few bytes can demand gigabytes.
+    """
     try:
-        if not zipfile.is_zipfile(path):
-            return  # the legacy format: torch reads its storages from the file itself
+        with path.open("rb") as f:
+            magic = f.read(4)
+        if magic != b"PK\x03\x04" or not zipfile.is_zipfile(path):  # torch decides by these 4 bytes
+            raise MalformedFileError(f"{path}: not a readable torch file (not the zip format torch >= 1.6 writes; "
+                                     "the older format is refused: re-save it with a current torch)")
         with zipfile.ZipFile(path) as zf:
             _check_zip_sizes([m for m in zf.infolist() if not m.is_dir()], memory_limit(path))
     except _NpzRefused as err:
         raise MalformedFileError(f"{path}: not a readable torch file ({err})") from None
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError) as err:
+    except _ZIP_ERRORS as err:
         raise MalformedFileError(f"{path}: not a readable torch file ({_first_line(err)})") from None
 
 
@@ -198,8 +210,7 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray]:
             return {_npz_key(path, m): _read_npy_member(path, zf, m) for m in members}
     except _NpzRefused as err:
         raise MalformedFileError(f"{path}: not a readable .npz ({err})") from None
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, OSError, KeyError,
-            NotImplementedError, RuntimeError, struct.error, OverflowError) as err:
+    except _ZIP_ERRORS as err:
         raise MalformedFileError(f"{path}: not a readable .npz ({_first_line(err)})") from None
 
 
