@@ -218,16 +218,9 @@ def test_every_output_is_probed_before_the_input_is_read(command: str, readonly:
     _last_error(capsys, str(readonly), "cannot be written")
 
 
-# vitlab/weights/vitlab_format.py read_metadata raises the base CheckpointError (4) for a file that is
-# not safetensors at all, where the converters raise MalformedFileError (8): eval / predict / export
-# read checkpoints through it. Strict xfail: it turns red once that line raises MalformedFileError.
-_READ_METADATA_GIVES_4 = pytest.mark.xfail(strict=True, reason="read_metadata: CheckpointError, not MalformedFileError")
-
-
-@pytest.mark.parametrize("command", ["convert", "train", "pretrained",
-                                     pytest.param("eval", marks=_READ_METADATA_GIVES_4),
-                                     pytest.param("predict", marks=_READ_METADATA_GIVES_4),
-                                     pytest.param("export", marks=_READ_METADATA_GIVES_4)])
+# eval / predict / export read checkpoints through vitlab/weights/vitlab_format.py read_metadata,
+# which raises MalformedFileError (8) like the converters for a file that is not safetensors at all.
+@pytest.mark.parametrize("command", ["convert", "train", "pretrained", "eval", "predict", "export"])
 def test_malformed_weights_file_is_8_in_every_command(command: str, tmp_path: Path, digit_folder: Path,
                                                       capsys: pytest.CaptureFixture) -> None:
     bad = str(_garbage(tmp_path))

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from vitlab.errors import CheckpointError
+from vitlab.weights.errors import MalformedFileError
 
 ALGORITHM = "sha256"
 ACCEPTED = ("sha256", "blake2b")
@@ -74,20 +75,28 @@ def _read_header(f: BinaryIO, path: Path) -> dict[str, Any]:
     size = path.stat().st_size
     n = int.from_bytes(f.read(8), "little")
     if size < 8 or n > min(size - 8, _MAX_HEADER):
-        raise CheckpointError(f"{path}: not a valid safetensors file (header length {n} for a {size}-byte file)")
+        raise MalformedFileError(f"{path}: not a valid safetensors file (header length {n} for a {size}-byte file)")
     try:
         header = json.loads(f.read(n))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{path}: not a valid safetensors file (header: {err})") from None
+        raise MalformedFileError(f"{path}: not a valid safetensors file (header: {err})") from None
     if not isinstance(header, dict):
-        raise CheckpointError(f"{path}: not a valid safetensors file (header is not an object)")
+        raise MalformedFileError(f"{path}: not a valid safetensors file (header is not an object)")
+    try:
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    except (TypeError, KeyError, IndexError, ValueError):
+        raise MalformedFileError(f"{path}: not a valid safetensors file (bad data_offsets)") from None
+    if 8 + n + end != size:  # torn or extended: a framing fault (8), not a changed byte (4)
+        raise MalformedFileError(f"{path}: truncated or malformed safetensors file ({size - 8 - n} bytes of "
+                                 f"tensor data, the header describes {end})")
     return header
 
 
 def verify_safetensors(path: str | Path) -> str | None:
     """Check a safetensors file against its ``checksum``; returns the tag, or None when it has none.
 
-    Raises CheckpointError naming the file when the header is malformed or any byte changed.
+    Raises MalformedFileError (exit 8) naming the file when its framing is malformed, and
+    CheckpointError (exit 4) when the framing holds but a byte changed.
     Streams the file in 1 MiB chunks (memory stays flat; the tensors are read afterwards from
     the page cache).
     """

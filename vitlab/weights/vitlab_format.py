@@ -38,6 +38,7 @@ from vitlab.errors import CheckpointError, ConfigError
 from vitlab.registry import arch_of
 from vitlab.utils.atomic import atomic_write
 from vitlab.weights.checksums import CHECKSUM_KEY, STATE_KEY, seal, verify_bytes, verify_safetensors
+from vitlab.weights.errors import MalformedFileError
 
 FORMAT = "vitlab"
 FORMAT_VERSION = "2"  # 2: carries checksums. "1" files (none) still load, unverified
@@ -101,8 +102,11 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     try:
         with safe_open(str(path), framework="pt") as f:
             raw = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"{path}: not a valid safetensors file ({err})") from None
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot read ({err.strerror or err})") from None
+    except (SafetensorError, ValueError) as err:
+        # MalformedFileError (8): the code every command gives a malformed weights file
+        raise MalformedFileError(f"{path}: not a valid safetensors file ({err})") from None
     if raw.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a vitlab checkpoint (no 'format: vitlab' metadata); "
                               "use `vitlab convert` for weights from other libraries")
@@ -119,7 +123,8 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 
 
 def read_tensors(path: str | Path, device: str | torch.device = "cpu", verify: bool = True) -> dict[str, torch.Tensor]:
-    """All tensors of a safetensors file; a torn or corrupt file raises CheckpointError.
+    """All tensors of a safetensors file; a malformed or torn file raises MalformedFileError (8), a changed one
+    CheckpointError (4).
 
     With ``verify`` (the default) a file that carries a checksum is checked first, every byte; a
     vitlab checkpoint without one (written before checksums) is read with one warning.
@@ -129,8 +134,10 @@ def read_tensors(path: str | Path, device: str | torch.device = "cpu", verify: b
     try:
         with safe_open(str(path), framework="pt", device=str(device)) as f:
             return {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"{path}: cannot read tensors ({err})") from None
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot read tensors ({err.strerror or err})") from None
+    except (SafetensorError, ValueError, RuntimeError) as err:
+        raise MalformedFileError(f"{path}: not a valid safetensors file ({err})") from None
 
 
 def _without_checksum(path: str | Path) -> None:
