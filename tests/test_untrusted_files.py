@@ -375,3 +375,31 @@ def test_torch_zip_with_a_lying_record_size_is_refused(tmp_path: Path) -> None:
     path.write_bytes(bytes(data))
     with pytest.raises(MalformedFileError, match="s.pth: not a readable torch file"):
         read_torch(path)
+
+
+def test_resume_with_a_bad_file_is_bitwise(tmp_path: Path) -> None:
+    """A mid-epoch kill and resume with loader workers: the same stand-in, the same losses and weights."""
+    import signal
+
+    from run_helpers import last_weights_equal, losses, records, signal_at
+    from vitlab.cli.main import main
+
+    data = tmp_path / "d"
+    for split, n in (("train", 24), ("val", 2)):
+        for c in ("a", "b"):
+            for i in range(n):
+                _png(data / split / c / f"{i}.png", _noise(28, 28, seed=i * 2 + (c == "b")))
+    cut = (data / "train" / "a" / "5.png").read_bytes()
+    (data / "train" / "a" / "5.png").write_bytes(cut[: len(cut) // 2])
+    args = ["--data", str(data), "--model", "vit_pico_patch7_28", "--set", "model_args.depth=1",
+            "--set", "model_args.embed_dim=32", "--set", "model_args.num_heads=2", "--set", "model_args.mlp_dim=64",
+            "--batch-size", "4", "--epochs", "2", "--no-progress", "--device", "cpu", "--workers", "2",
+            "--set", "log_every=1", "--set", "checkpoint.every_steps=2", "--set", "data.augment.hflip=0.5"]
+    reference, run = tmp_path / "ref", tmp_path / "run"
+    assert main(["train", *args, "--out", str(reference)]) == 0
+    proc = signal_at(["train", *args, "--out", str(run)], run, 3, signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL and max(s for s, _ in losses(run)) < 24
+    assert main(["train", "--resume", "auto", *args, "--out", str(run)]) == 0
+    assert losses(run) == losses(reference) and last_weights_equal(run, reference)
+    counts = [r["bad_samples"] for r in records(run, "epoch")]
+    assert counts == [1, 1] == [r["bad_samples"] for r in records(reference, "epoch")]
