@@ -400,3 +400,22 @@ def test_specs_document_their_check() -> None:
     for spec in SPECS:
         assert f"| `{spec.name}` | {spec.fmt} | {hash_check(spec)} |" in doc, spec.name
     assert "hash-checked)" not in doc  # the old blanket claim
+
+
+def test_convert_from_a_flipped_vitlab_file_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`vitlab convert` reads vitlab files through the checksum too (it used to read the raw tensors)."""
+    import torch
+
+    from vitlab.api import create_model
+    from vitlab.cli.main import main
+    from vitlab.weights.vitlab_format import save_weights
+
+    torch.manual_seed(0)
+    path = tmp_path / "m.safetensors"
+    save_weights(path, create_model("vit_pico_patch7_28", num_classes=3, depth=1), ["a", "b", "c"])
+    blob = bytearray(path.read_bytes())
+    blob[-5] ^= 0x10  # a tensor byte: safetensors' own framing stays intact
+    path.write_bytes(bytes(blob))
+    assert main(["convert", str(path), str(tmp_path / "o.pth"), "--to", "timm"]) == 4
+    assert "checksum" in capsys.readouterr().err
+    assert not (tmp_path / "o.pth").exists()

@@ -16,9 +16,9 @@ import torch
 
 from vitlab.models.vit import VisionTransformer
 from vitlab.models.vit_config import ViTConfig
-from vitlab.weights.io import read_safetensors, validate_safetensors_header
+from vitlab.weights.io import validate_safetensors_header
 from vitlab.weights.source import Forward, Source
-from vitlab.weights.vitlab_format import FORMAT, read_metadata, save_weights
+from vitlab.weights.vitlab_format import FORMAT, read_metadata, read_tensors, save_weights
 
 
 def is_vitlab_file(path: Path) -> bool:
@@ -30,7 +30,7 @@ def is_vitlab_file(path: Path) -> bool:
 
 def read_file(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """(decoded metadata, tensors) of a vitlab checkpoint."""
-    return read_metadata(path), read_safetensors(path)[0]
+    return read_metadata(path), read_tensors(path)  # read_tensors verifies the checksum
 
 
 def source_from(raw: tuple[dict[str, Any], dict[str, torch.Tensor]], source: str, known: Mapping[str, Any]) -> Source:
