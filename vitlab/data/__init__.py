@@ -4,7 +4,9 @@
 >>> val = open_source("mnist", "val", build_eval_transform(Preprocess((28, 28), 1, (0.5,), (0.5,), 1.0, "bilinear")))
 """
 
+from vitlab.data.bad_samples import ImagePolicy
 from vitlab.data.folder import IMAGE_EXTENSIONS, ImageFolderDataset
+from vitlab.data.image_io import ALLOWED_FORMATS, max_image_pixels, open_image
 from vitlab.data.mnist import MNIST_CLASSES, load_mnist_5k, load_mnist_test
 from vitlab.data.sources import describe_source, open_source, split_folder
 from vitlab.data.tensor_dataset import TensorImageDataset
@@ -12,11 +14,13 @@ from vitlab.data.torchvision_sets import TORCHVISION_SETS, TorchvisionDataset, o
 from vitlab.data.transforms import AugmentConfig, Preprocess, build_eval_transform, build_train_transform
 
 __all__ = [
+    "ALLOWED_FORMATS",
     "IMAGE_EXTENSIONS",
     "MNIST_CLASSES",
     "TORCHVISION_SETS",
     "AugmentConfig",
     "ImageFolderDataset",
+    "ImagePolicy",
     "Preprocess",
     "TensorImageDataset",
     "TorchvisionDataset",
@@ -25,6 +29,8 @@ __all__ = [
     "describe_source",
     "load_mnist_5k",
     "load_mnist_test",
+    "max_image_pixels",
+    "open_image",
     "open_source",
     "open_torchvision",
     "split_folder",
