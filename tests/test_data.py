@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+
 import gzip
 import hashlib
 import socket
@@ -276,12 +278,17 @@ def test_preprocess_from_model_config():
 
 
 def test_open_source_bundled_mnist():
+    """train = the 5k digits less a 10% stratified carve-out, val = that carve-out, test = the 10k test set."""
     train, val = open_source("mnist", "train"), open_source("mnist", "val", build_eval_transform(GREY28))
-    assert len(train) == 5000 and len(val) == 10000 and train.classes == val.classes == MNIST_CLASSES
-    assert val[0][0].shape == (1, 28, 28) and val[0][1] == 7
+    test = open_source("mnist", "test", build_eval_transform(GREY28))
+    assert (len(train), len(val), len(test)) == (4500, 500, 10000)
+    assert train.classes == val.classes == test.classes == MNIST_CLASSES
+    assert not set(train.indices) & set(val.indices) and train.base is not None
+    assert sorted(collections.Counter(val.targets).values()) == [50] * 10  # stratified: 50 of each digit's 500
+    assert test[0][0].shape == (1, 28, 28) and test[0][1] == 7
     assert len(open_source("mnist-test", "train")) == 10000 and len(open_source("MNIST-5k", "val")) == 5000
-    assert open_source("mnist", "train").images is train.images  # read once per process
-    loader = torch.utils.data.DataLoader(val, batch_size=8)
+    assert open_source("mnist", "train").base.images is train.base.images  # read once per process
+    loader = torch.utils.data.DataLoader(test, batch_size=8)
     images, labels = next(iter(loader))
     assert images.shape == (8, 1, 28, 28) and labels.tolist()[:5] == [7, 2, 1, 0, 4]
     assert "MNIST" in describe_source("mnist") and "\n" not in describe_source("mnist")
@@ -294,12 +301,22 @@ def test_open_source_folder_with_split_subfolders(tmp_path):
     val = open_source(str(tmp_path / "ds"), "val", classes=train.classes)
     assert (len(train), len(val), val.classes) == (5, 2, ["a", "b"])
     assert str(tmp_path / "ds") in describe_source(str(tmp_path / "ds"))
-    # A plain class tree serves both splits; a train/ without val/ is an error, not a class 'train'.
-    _folder(tmp_path / "plain", {"x": 1, "y": 1})
-    assert len(open_source(str(tmp_path / "plain"), "val")) == 2
-    _folder(tmp_path / "trainonly" / "train", {"x": 1})
-    with pytest.raises(DataError, match="no val/ or validation/ or test/"):
-        open_source(str(tmp_path / "trainonly"), "val")
+    with pytest.raises(DataError, match="has no test split"):
+        open_source(str(tmp_path / "ds"), "test")
+
+
+def test_flat_folder_is_never_validated_on_its_own_training_images(tmp_path):
+    _folder(tmp_path / "plain", {"x": 10, "y": 10})
+    train, val = open_source(str(tmp_path / "plain"), "train"), open_source(str(tmp_path / "plain"), "val")
+    assert (len(train), len(val)) == (18, 2)
+    files = lambda ds: {ds.base.samples[i][0] for i in ds.indices}  # noqa: E731
+    assert not files(train) & files(val)
+    # A train/ without val/ gets its val carved from train/, never from test/.
+    _folder(tmp_path / "tt" / "train", {"x": 10, "y": 10})
+    _folder(tmp_path / "tt" / "test", {"x": 3, "y": 3})
+    val, test = open_source(str(tmp_path / "tt"), "val"), open_source(str(tmp_path / "tt"), "test")
+    assert len(val) == 2 and all(val.base.samples[i][0].parent.parent.name == "train" for i in val.indices)
+    assert len(test) == 6 and test.samples[0][0].parent.parent.name == "test"
 
 
 def test_open_source_missing_folder(tmp_path):
@@ -331,8 +348,11 @@ def test_torchvision_without_network_fails_fast(tmp_path):
 def test_open_source_shared_cifar10_jpg():
     train = open_source(str(CIFAR_JPG), "train", build_eval_transform(RGB32))
     assert train.classes == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-    assert len(train) == 20000 and train.samples[0][0].parent.parent.name == "train"
-    val = open_source(str(CIFAR_JPG), "val", classes=train.classes)  # the test/ folder
-    assert len(val) == 10000 and val.samples[0][0].parent.parent.name == "test"
+    assert len(train) == 18000 and train.base.samples[0][0].parent.parent.name == "train"
+    val = open_source(str(CIFAR_JPG), "val", classes=train.classes)  # 10% of each class of train/
+    assert len(val) == 2000 and all(val.base.samples[i][0].parent.parent.name == "train" for i in val.indices)
+    test = open_source(str(CIFAR_JPG), "test", classes=train.classes)
+    assert len(test) == 10000 and test.samples[0][0].parent.parent.name == "test"
     image, label = train[0]
     assert image.shape == (3, 32, 32) and label == 0
+

@@ -45,7 +45,10 @@ class DataSettings:
     """Where the images come from and how they are batched."""
 
     train: str | None = "mnist"  # null in recipes that need --data
-    val: str | None = None  # None: the same source's validation split
+    val: str | None = None  # None: the source's own val split, else a seeded stratified carve-out of train
+    test: str | None = None  # None: the source's own test split if it has one; "none": no test evaluation
+    val_fraction: float = 0.1  # share of each class carved from train for validation (when there is no val split)
+    split_seed: int = 0  # seeds the carve-out (not the run seed: runs with other seeds validate on the same images)
     root: str | None = None  # download folder for torchvision:NAME sources
     batch_size: int = 128
     eval_batch_size: int = 512
@@ -158,6 +161,7 @@ class TrainConfig:
             (self.data.max_image_pixels is None or self.data.max_image_pixels >= 1, "data.max_image_pixels",
              self.data.max_image_pixels, "must be at least 1 or null"),
             (self.data.max_bad_samples >= 0, "data.max_bad_samples", self.data.max_bad_samples, "must be >= 0"),
+            (0 < self.data.val_fraction < 1, "data.val_fraction", self.data.val_fraction, "must be in (0, 1)"),
             (math.isfinite(self.optim.lr) and self.optim.lr > 0, "optim.lr", self.optim.lr, "must be a positive number"),
             (math.isfinite(self.optim.min_lr) and self.optim.min_lr >= 0, "optim.min_lr", self.optim.min_lr, "must be >= 0"),
             (self.optim.weight_decay >= 0, "optim.weight_decay", self.optim.weight_decay, "must be >= 0"),

@@ -18,9 +18,12 @@ from torch.utils.data import Dataset
 
 from vitlab.config import RESUME_SAFE, TrainConfig, check_resume_config, save_config
 from vitlab.data import AugmentConfig, ImageFolderDataset, Preprocess, build_eval_transform, build_train_transform, open_source
+from vitlab.data.bad_samples import ImagePolicy
 from vitlab.data.cache import cache_folder
 from vitlab.data.mixup import MixupCutmix
 from vitlab.data.seeded import SeededTransform
+from vitlab.data.sources import native_splits
+from vitlab.data.splits import SplitView
 from vitlab.engine import distributed
 from vitlab.engine.fit import FitResult, fit, seed_everything
 from vitlab.engine.optim import build_optimizer, build_scheduler
@@ -39,38 +42,66 @@ class _Prepared:
     model: torch.nn.Module
     train_ds: SeededTransform
     val_ds: Dataset
+    test_ds: Dataset | None
     classes: list[str]
     device: torch.device
     precision: str
 
 
-def _open_data(cfg: TrainConfig, pre: Preprocess) -> tuple[Dataset, Dataset]:
-    train_raw = open_source(cfg.data.train, "train", None, cfg.data.root)
-    val_ds = open_source(cfg.data.val or cfg.data.train, "val", build_eval_transform(pre), cfg.data.root)
-    if cfg.data.cache:  # decoding every file also verifies it
-        if isinstance(train_raw, ImageFolderDataset):
-            train_raw = cache_folder(train_raw, None)
-        if isinstance(val_ds, ImageFolderDataset):
-            val_ds = cache_folder(val_ds, val_ds.transform)
-    for ds in (train_raw, val_ds):
-        if isinstance(ds, ImageFolderDataset):
-            ds.verify()
-    return train_raw, val_ds
+def _folders(ds: Dataset, fn: Callable[[ImageFolderDataset], Dataset]) -> Dataset:
+    """Apply ``fn`` to the image folder under ``ds`` (itself, or the base of a carve-out view)."""
+    if isinstance(ds, SplitView):
+        return SplitView(_folders(ds.base, fn), ds.indices, ds.role)
+    return fn(ds) if isinstance(ds, ImageFolderDataset) else ds
 
 
-def _prepare(cfg: TrainConfig) -> _Prepared:
+def _verified(ds: ImageFolderDataset) -> ImageFolderDataset:
+    ds.verify()
+    return ds
+
+
+def _open_split(source: str, split: str, transform: Callable | None, cfg: TrainConfig, carve_val: bool) -> Dataset:
+    d = cfg.data
+    kwargs = dict(root=d.root, policy=ImagePolicy.from_settings(d), val_fraction=d.val_fraction, split_seed=d.split_seed)
+    if not carve_val and split not in native_splits(source):
+        split = "train"  # a source named for one role only (--val / data.test): all of it, no carve-out
+    ds = open_source(source, split, transform, carve_val=carve_val, **kwargs)  # type: ignore[arg-type]
+    if d.cache:  # decoding every file also verifies it
+        return _folders(ds, lambda f: cache_folder(f, f.transform))
+    return _folders(ds, _verified)
+
+
+def _open_data(cfg: TrainConfig, pre: Preprocess, echo: Callable[[str], None]) -> tuple[Dataset, Dataset, Dataset | None]:
+    """(train without transform, val, test or None): three different sets of images."""
+    d, eval_tf = cfg.data, build_eval_transform(pre)
+    own_val = d.val is None
+    train_raw = _open_split(d.train, "train", None, cfg, carve_val=own_val)
+    val_ds = _open_split(d.val or d.train, "val", eval_tf, cfg, carve_val=own_val)
+    if own_val and "val" not in native_splits(d.train):
+        echo(f"validation: a seeded, stratified {d.val_fraction:g} of each class carved from {d.train}'s training "
+             f"split ({len(val_ds)} images; data.val_fraction, data.split_seed={d.split_seed}); training on the other "
+             f"{len(train_raw)}")
+    test_ds = None
+    if d.test is None and "test" in native_splits(d.train):
+        test_ds = _open_split(d.train, "test", eval_tf, cfg, carve_val=True)
+    elif d.test is not None and d.test.lower() != "none":
+        test_ds = _open_split(d.test, "test", eval_tf, cfg, carve_val=False)
+    return train_raw, val_ds, test_ds
+
+
+def _prepare(cfg: TrainConfig, echo: Callable[[str], None] = print) -> _Prepared:
     """Build the model and open the data; raise on any bad input before anything is written."""
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
     seed_everything(cfg.seed)  # the model's initial weights are a function of the seed
     probe = create_model(cfg.model, **cfg.model_args)  # validates the name and options early
     pre = Preprocess.from_config(probe.config)
-    train_raw, val_ds = _open_data(cfg, pre)
+    train_raw, val_ds, test_ds = _open_data(cfg, pre, echo)
     classes = list(train_raw.classes)
-    if list(val_ds.classes) != classes:
-        extra = sorted(set(val_ds.classes) - set(classes))
-        missing = sorted(set(classes) - set(val_ds.classes))
-        raise DataError(f"validation classes differ from training classes: extra {extra}, missing {missing}")
+    for role, ds in (("validation", val_ds), ("test", test_ds)):
+        if ds is not None and list(ds.classes) != classes:
+            extra, missing = sorted(set(ds.classes) - set(classes)), sorted(set(classes) - set(ds.classes))
+            raise DataError(f"{role} classes differ from training classes: extra {extra}, missing {missing}")
     if len(train_raw) < cfg.data.batch_size and cfg.data.drop_last:
         raise ConfigError(f"data.batch_size={cfg.data.batch_size} is larger than the {len(train_raw)} training "
                           "images and drop_last is on: no batch would run")
@@ -86,7 +117,7 @@ def _prepare(cfg: TrainConfig) -> _Prepared:
                           resample=cfg.init.resample)
     aug = AugmentConfig(**dataclasses.asdict(cfg.data.augment))
     train_ds = SeededTransform(train_raw, build_train_transform(pre, aug), cfg.seed)
-    return _Prepared(probe, train_ds, val_ds, classes, device, precision)
+    return _Prepared(probe, train_ds, val_ds, test_ds, classes, device, precision)
 
 
 def _task(cfg: TrainConfig, prep: _Prepared) -> ClassificationTask:
@@ -109,9 +140,9 @@ def train(
 ) -> TrainResult:
     """Run (or continue) training as configured; returns the best and last validation metrics."""
     info = distributed.from_environment()
-    prep = _prepare(cfg)
-    run = RunDir(out)
     say = echo if info.is_main else (lambda s: None)
+    prep = _prepare(cfg, say)
+    run = RunDir(out)
     if info.is_main:
         if resume:
             check_resume_config(run.config, cfg, TrainConfig, RESUME_SAFE, allow_changes, say)
@@ -127,7 +158,28 @@ def train(
         return build_scheduler(optimizer, cfg.epochs * steps, int(o.warmup_epochs * steps), o.min_lr, o.lr)
 
     try:
-        return fit(_task(cfg, prep), prep.model, settings_from_config(cfg, prep.precision), make_optimizer,
-                   make_schedule, run, resume, device, info, progress and info.is_main, say, lambda: save_config(cfg, run.config))
+        result = fit(_task(cfg, prep), prep.model, settings_from_config(cfg, prep.precision), make_optimizer,
+                     make_schedule, run, resume, device, info, progress and info.is_main, say,
+                     lambda: save_config(cfg, run.config))
     finally:
         distributed.shutdown(info)
+    if result.exit_code == 0 and info.is_main and prep.test_ds is not None:
+        result.test_metrics = evaluate_on_test(run, prep.test_ds, cfg, prep.device, prep.precision, say)
+    return result
+
+
+def evaluate_on_test(run: RunDir, test_ds: Dataset, cfg: TrainConfig, device: torch.device, precision: str,
+                     echo: Callable[[str], None]) -> dict[str, float]:
+    """Score the checkpoint chosen on validation (best, else last) once on the test split; log it."""
+    from vitlab.api import load_checkpoint
+
+    which = "best" if run.weights("best").is_file() else "last"
+    ckpt = load_checkpoint(run.weights(which), device)
+    task = ClassificationTask(test_ds, test_ds, ckpt.class_names, eval_batch_size=cfg.data.eval_batch_size,
+                              workers=cfg.data.workers)
+    metrics = task.evaluate(ckpt.model, device, precision, distributed.DistInfo(), "test_")
+    run.log({"kind": "test", "checkpoint": f"{which}.safetensors", "epoch": ckpt.info.get("epoch"),
+             "step": ckpt.info.get("step"), "images": len(test_ds), **metrics})  # type: ignore[arg-type]
+    echo(f"test ({len(test_ds)} images, {which} checkpoint chosen on validation): top-1 {metrics['test_top1']:.2f}%, "
+         f"top-5 {metrics['test_top5']:.2f}%, loss {metrics['test_loss']:.4f}")
+    return metrics

@@ -13,7 +13,8 @@ import click
 @click.command("eval")
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.option("--data", required=True, help="'mnist' / 'mnist-test', an image folder, or torchvision:NAME.")
-@click.option("--split", type=click.Choice(["val", "train"]), default="val", show_default=True)
+@click.option("--split", type=click.Choice(["auto", "test", "val", "train"]), default="auto", show_default=True,
+              help="auto: the source's test split when it has one, else its validation split (said in the output).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
@@ -42,6 +43,10 @@ def eval_cmd(checkpoint, data, split, batch_size, workers, device, precision, ou
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
     ckpt = load_checkpoint(checkpoint, dev)
+    if split == "auto":
+        from vitlab.data.sources import native_splits
+
+        split = "test" if "test" in native_splits(data) else "val"
     ds = open_source(data, split, build_eval_transform(Preprocess.from_config(ckpt.model.config)))
     if isinstance(ds, ImageFolderDataset):
         ds.verify()
@@ -49,7 +54,7 @@ def eval_cmd(checkpoint, data, split, batch_size, workers, device, precision, ou
         raise DataError(f"{data}: classes {list(ds.classes)[:10]} differ from the checkpoint's {ckpt.class_names[:10]}")
     loader = DataLoader(ds, batch_size=batch_size, num_workers=workers)
     meter = evaluate(ckpt.model, loader, dev, prec, len(ckpt.class_names), progress=not as_json, desc="eval")
-    metrics = {**meter.result(), "images": meter.count, "checkpoint": str(checkpoint), "data": data}
+    metrics = {**meter.result(), "images": meter.count, "checkpoint": str(checkpoint), "data": data, "split": split}
     if probes:
         metrics["probe"] = _run_probes(ckpt, ds, probe_train or data, probes, shots, knn_k, batch_size, workers, dev)
     per_class = meter.per_class_accuracy().tolist()
@@ -59,7 +64,7 @@ def eval_cmd(checkpoint, data, split, batch_size, workers, device, precision, ou
     if as_json:
         click.echo(json.dumps({**metrics, "per_class": dict(zip(ckpt.class_names, per_class))}))
         return
-    click.echo(f"{metrics['images']} images: top-1 {metrics['top1']:.2f}%  top-5 {metrics['top5']:.2f}%  "
+    click.echo(f"{metrics['images']} images ({split} split): top-1 {metrics['top1']:.2f}%  top-5 {metrics['top5']:.2f}%  "
                f"loss {metrics['loss']:.4f}  ECE {metrics['ece']:.2f}%")
     for name, value in metrics.get("probe", {}).items():
         click.echo(f"{name}: {value:.2f}%")

@@ -14,7 +14,12 @@ from vitlab.config import parse_assignment, resolve_config
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML recipe (configs/*.yaml).")
 @click.option("--model", help="Registered model name (`vitlab models` lists them).")
 @click.option("--data", "train_data", help="Training data: 'mnist', an image folder, or torchvision:NAME.")
-@click.option("--val", "val_data", help="Validation data (default: the training source's val/test split).")
+@click.option("--val", "val_data", help="Validation data (default: the source's val split, else a seeded, stratified "
+              "carve-out of its training split, data.val_fraction).")
+@click.option("--test", "test_data", help="Test data, scored once at the end with the checkpoint chosen on validation "
+              "(default: the source's test split if it has one; 'none' to skip).")
+@click.option("--strict-data", is_flag=True, help="Stop at the first image file that cannot be decoded "
+              "(default: substitute up to data.max_bad_samples of them, counted in the epoch record).")
 @click.option("--epochs", type=int)
 @click.option("--batch-size", type=int)
 @click.option("--lr", type=float)
@@ -36,13 +41,14 @@ from vitlab.config import parse_assignment, resolve_config
               help="With --resume: accept a changed config field (e.g. epochs); repeatable.")
 @click.option("--smoke", is_flag=True, help="Apply the recipe's smoke settings (runs in seconds).")
 @click.option("--no-progress", is_flag=True, help="No progress bar (logs only).")
-def train_cmd(config_file, model, train_data, val_data, epochs, batch_size, lr, opt, workers, device, precision,
-              seed, init_weights, pretrained, assignments, out, resume, overwrite, allow_changes, smoke, no_progress) -> None:
+def train_cmd(config_file, model, train_data, val_data, test_data, strict_data, epochs, batch_size, lr, opt, workers,
+              device, precision, seed, init_weights, pretrained, assignments, out, resume, overwrite, allow_changes, smoke, no_progress) -> None:
     """Train a model; writes config.yaml, metrics.jsonl and checkpoints/ into the run folder."""
     from vitlab.trainer import train  # heavy imports only when the command runs
 
     flags = {"model": model, "epochs": epochs, "seed": seed, "device": device, "precision": precision}
-    data = {"train": train_data, "val": val_data, "batch_size": batch_size, "workers": workers}
+    data = {"train": train_data, "val": val_data, "test": test_data, "batch_size": batch_size, "workers": workers,
+            "strict": True if strict_data else None}
     optim = {"lr": lr, "name": opt}
     init = {"weights": init_weights, "pretrained": pretrained}
     overrides = [{k: v for k, v in flags.items() if v is not None},
@@ -61,5 +67,6 @@ def train_cmd(config_file, model, train_data, val_data, epochs, batch_size, lr, 
     if result.exit_code:
         raise SystemExit(result.exit_code)
     if result.best_epoch >= 0 and result.is_main:
-        click.echo(f"best {result.best_metric} {result.best_value:.2f} at epoch {result.best_epoch + 1}; "
+        test = f"; test top-1 {result.test_metrics['test_top1']:.2f}%" if result.test_metrics else ""
+        click.echo(f"best {result.best_metric} {result.best_value:.2f} at epoch {result.best_epoch + 1}{test}; "
                    f"{result.seconds:.1f}s; run folder {result.run_dir}")

@@ -1,14 +1,15 @@
-"""One string names a dataset: ``mnist``, ``torchvision:NAME`` or a folder; this opens its train / val split.
+"""One string names a dataset: ``mnist``, ``torchvision:NAME`` or a folder; this opens its train / val / test split.
 
 Grammar of ``source``:
 
-* ``mnist``: the bundled digits; train = the 5k subset, val = the 10k test set.
-  ``mnist-5k`` / ``mnist-test`` name one part whatever the split.
+* ``mnist``: the bundled digits; train = the 5k subset less a validation carve-out, val = that
+  carve-out, test = the 10k test set. ``mnist-5k`` / ``mnist-test`` name one part whatever the split.
 * ``torchvision:NAME``: :data:`vitlab.data.torchvision_sets.TORCHVISION_SETS`, under ``root``
-  (default ``~/.cache/vitlab/datasets``).
-* anything else is a folder: ``<path>/train`` for train and the first of ``<path>/val``,
-  ``<path>/validation``, ``<path>/test`` for val; without such split folders the path itself is
-  a class-subfolder tree, used for whichever split is asked.
+  (default ``~/.cache/vitlab/datasets``); val is carved from its train set, test is its test set.
+* anything else is a folder: ``<path>/train``, ``<path>/val`` (or ``validation``) and
+  ``<path>/test``; without ``val/`` the validation split is carved from ``train/``; without any
+  split folders the path itself is the (training) class-subfolder tree, val carved from it, and
+  there is no test split. Never is a folder validated on its own training images.
 """
 
 from __future__ import annotations
@@ -23,16 +24,31 @@ from torch.utils.data import Dataset
 from vitlab.data.bad_samples import ImagePolicy
 from vitlab.data.folder import ImageFolderDataset
 from vitlab.data.mnist import MNIST_CLASSES, load_mnist_5k, load_mnist_test
+from vitlab.data.splits import carve
 from vitlab.data.tensor_dataset import TensorImageDataset
 from vitlab.data.torchvision_sets import open_torchvision
 from vitlab.errors import DataError
 
-Split = Literal["train", "val"]
+Split = Literal["train", "val", "test"]
 DEFAULT_ROOT = Path("~/.cache/vitlab/datasets")
 TRAIN_DIRS = ("train",)
-VAL_DIRS = ("val", "validation", "test")
+VAL_DIRS = ("val", "validation")
+TEST_DIRS = ("test",)
 _BUNDLED = {"mnist-5k": load_mnist_5k, "mnist-test": load_mnist_test}
 _TORCHVISION_PREFIX = "torchvision:"
+
+
+def native_splits(source: str) -> tuple[str, ...]:
+    """The splits ``source`` has of its own ("train", "val", "test"); a missing val is carved from train."""
+    low = source.strip().lower()
+    if low in _BUNDLED:
+        return ("train", "val", "test")  # one named part, whatever the split
+    if low == "mnist" or low.startswith(_TORCHVISION_PREFIX):
+        return ("train", "test")
+    base = Path(source).expanduser()
+    present = [d for d in (*TRAIN_DIRS, *VAL_DIRS, *TEST_DIRS) if (base / d).is_dir()] if base.is_dir() else []
+    out = ["train"] + (["val"] if any(d in present for d in VAL_DIRS) else [])
+    return tuple(out + (["test"] if any(d in present for d in TEST_DIRS) else []))
 
 
 def open_source(
@@ -44,30 +60,51 @@ def open_source(
     *,
     classes: Sequence[str] | None = None,
     policy: ImagePolicy | None = None,
+    val_fraction: float = 0.1,
+    split_seed: int = 0,
+    carve_val: bool = True,
 ) -> Dataset:
     """The ``split`` of ``source`` as a dataset with ``.classes``; items are ``(transform(image), label)``.
 
-    ``root`` is where torchvision datasets live. ``classes`` (e.g. the training classes when opening
-    val) must then match the source's classes; folder labels follow that order. ``policy`` governs
-    how a folder's files are read (pixel limit, bad files; default :class:`ImagePolicy`).
+    Train, val and test are different data. A source without a validation split of its own
+    (``mnist``, torchvision sets, a folder without ``val/``, a flat folder) gets a seeded,
+    stratified carve-out of ``val_fraction`` of its training split (``split_seed``; see
+    :mod:`vitlab.data.splits`), and ``train`` is then the rest. ``test`` is the source's own test
+    split (the 10k MNIST digits, a torchvision test set, a folder's ``test/``); DataError when
+    there is none. ``root`` is where torchvision datasets live. ``classes`` must match the
+    source's classes; folder labels follow that order. ``policy`` governs how a folder's files
+    are read (pixel limit, bad files; default :class:`ImagePolicy`). ``carve_val=False``: the
+    validation images come from elsewhere, so ``train`` is the whole training split.
     """
-    if split not in ("train", "val"):
-        raise DataError(f"{source}: split must be 'train' or 'val', got {split!r}")
+    if split not in ("train", "val", "test"):
+        raise DataError(f"{source}: split must be 'train', 'val' or 'test', got {split!r}")
+    native = native_splits(source)
+    if split not in native and split == "test":
+        raise DataError(f"{source}: has no test split (a test/ folder, or a source with one such as mnist)")
+    if split in native:
+        dataset = _open_native(source, split, transform, root, download, classes, policy)
+    else:  # val carved from train
+        base = _open_native(source, "train", transform, root, download, classes, policy)
+        dataset = carve(base, "val", val_fraction, split_seed)
+    if split == "train" and "val" not in native and carve_val:
+        dataset = carve(dataset, "train", val_fraction, split_seed)
+    if classes is not None and list(classes) != list(dataset.classes):
+        raise DataError(f"{source}: classes {dataset.classes} differ from the expected {list(classes)}")
+    return dataset
+
+
+def _open_native(source: str, split: str, transform: Callable[[Any], Any] | None, root: str | Path | None,
+                 download: bool, classes: Sequence[str] | None, policy: ImagePolicy | None) -> Any:
     name = source.strip()
     if name.lower() in ("mnist", *_BUNDLED):
         part = name.lower() if name.lower() in _BUNDLED else ("mnist-5k" if split == "train" else "mnist-test")
         images, labels = _bundled(part)
-        dataset: Any = TensorImageDataset(images, labels, MNIST_CLASSES, transform)
-    elif name.lower().startswith(_TORCHVISION_PREFIX):
-        dataset = open_torchvision(name[len(_TORCHVISION_PREFIX):], root if root is not None else DEFAULT_ROOT,
-                                   train=split == "train", transform=transform, download=download)
-    else:
-        folder = split_folder(name, split)
-        return ImageFolderDataset(folder, transform, classes=list(classes) if classes is not None else None,
-                                  policy=policy)
-    if classes is not None and list(classes) != dataset.classes:
-        raise DataError(f"{source}: classes {dataset.classes} differ from the expected {list(classes)}")
-    return dataset
+        return TensorImageDataset(images, labels, MNIST_CLASSES, transform)
+    if name.lower().startswith(_TORCHVISION_PREFIX):
+        return open_torchvision(name[len(_TORCHVISION_PREFIX):], root if root is not None else DEFAULT_ROOT,
+                                train=split == "train", transform=transform, download=download)
+    folder = split_folder(name, split)  # type: ignore[arg-type]
+    return ImageFolderDataset(folder, transform, classes=list(classes) if classes is not None else None, policy=policy)
 
 
 def split_folder(path: str | Path, split: Split) -> Path:
@@ -76,14 +113,14 @@ def split_folder(path: str | Path, split: Split) -> Path:
     if not base.is_dir():
         what = "data folder not found" if not base.exists() else "not a directory"
         raise DataError(f"{base}: {what} (expected a folder of class subfolders, 'mnist' or 'torchvision:NAME')")
-    present = [d for d in (*TRAIN_DIRS, *VAL_DIRS) if (base / d).is_dir()]
+    present = [d for d in (*TRAIN_DIRS, *VAL_DIRS, *TEST_DIRS) if (base / d).is_dir()]
     if not present:
-        return base
-    wanted = TRAIN_DIRS if split == "train" else VAL_DIRS
+        return base  # a flat class-subfolder tree: the training split (val is carved from it)
+    wanted = {"train": TRAIN_DIRS, "val": VAL_DIRS, "test": TEST_DIRS}[split]
     for name in wanted:
         if name in present:
             return base / name
-    # A train/ without val/ (or the reverse): treating base as classes would make 'train' a class.
+    # A val/ without train/ (or the like): treating base as classes would make 'val' a class.
     raise DataError(f"{base}: has {', '.join(p + '/' for p in present)} but no {' or '.join(d + '/' for d in wanted)} "
                     f"for the {split} split")
 
@@ -93,7 +130,7 @@ def describe_source(source: str) -> str:
     name = source.strip()
     low = name.lower()
     if low == "mnist":
-        return "bundled MNIST (train: 5,000-digit subset; val: the 10,000-digit test set)"
+        return "bundled MNIST (train: the 5,000-digit subset less a validation carve-out; test: the 10,000-digit test set)"
     if low == "mnist-5k":
         return "bundled MNIST 5,000-digit training subset"
     if low == "mnist-test":

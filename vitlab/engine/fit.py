@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,7 @@ class FitResult:
     seconds: float
     exit_code: int = 0  # 143 / 130 when stopped by SIGTERM / SIGINT after checkpointing
     is_main: bool = True  # False on the non-zero ranks of a distributed run (they print nothing)
+    test_metrics: dict[str, float] = field(default_factory=dict)  # filled by the caller (test split, once)
 
 
 def seed_everything(seed: int) -> None:
