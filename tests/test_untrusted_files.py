@@ -119,7 +119,7 @@ def test_large_real_image_refused_by_the_same_limit_everywhere(tmp_path: Path) -
     _png(root / "a" / "big.png", np.zeros((2000, 2000), np.uint8))
     _png(root / "b" / "small.png", _noise())
     policy = ImagePolicy(max_pixels=1_000_000, strict=True)
-    ds = open_source(str(root), "train", policy=policy)
+    ds = open_source(str(root), "train", policy=policy, carve_val=False)  # the whole folder: no val carve-out
     for action in (ds.verify, lambda: ds[0], lambda: cache_folder(ds), lambda: open_image(root / "a" / "big.png", 10**6)):
         with pytest.raises(DataError, match="4,000,000 pixels; the limit is 1,000,000"):
             action()
