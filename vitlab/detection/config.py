@@ -33,6 +33,8 @@ class DetectDataSettings:
     crop_prescales: list[int] = field(default_factory=lambda: [400, 500, 600])
     crop_size: tuple[int, int] = (384, 600)
     drop_last: bool = True  # as DETR's own code: every process then sees equal batches
+    strict: bool = False  # stop at the first training image that cannot be decoded (else substitute, counted)
+    max_bad_samples: int = 100  # distinct undecodable training images tolerated before the run stops
 
 
 @dataclass

@@ -15,10 +15,12 @@ from typing import Callable
 import torch
 
 from vitlab.config import check_resume_config
+from vitlab.data.bad_samples import ImagePolicy
 from vitlab.data.seeded import SeededSamples
 from vitlab.detection.base import DetectionDataset
 from vitlab.detection.config import DETECT_RESUME_SAFE, DetectConfig, save_detect_config
 from vitlab.detection.sources import open_detection_source
+from vitlab.detection.substitute import SubstitutingSamples
 from vitlab.detection.transforms import build_eval_transform, build_train_transform
 from vitlab.engine import distributed
 from vitlab.engine.fit import FitResult, fit, seed_everything
@@ -94,7 +96,8 @@ def _prepare(cfg: DetectConfig, info: distributed.DistInfo) -> tuple[torch.nn.Mo
     matcher = HungarianMatcher(cfg.loss.cost_class, cfg.loss.cost_bbox, cfg.loss.cost_giou)
     criterion = SetCriterion(len(train_ds.classes), matcher, cfg.loss.weight_ce, cfg.loss.weight_bbox,
                              cfg.loss.weight_giou, cfg.loss.eos_coef).to(device)
-    task = DetectionTask(SeededSamples(train_ds, cfg.seed), val_ds, train_ds.classes, criterion,
+    policy = ImagePolicy(None, cfg.data.strict, cfg.data.max_bad_samples)
+    task = DetectionTask(SeededSamples(SubstitutingSamples(train_ds, policy), cfg.seed), val_ds, train_ds.classes, criterion,
                          cfg.data.eval_batch_size, cfg.data.workers, info, cfg.data.val_split)
     task.drop_last = cfg.data.drop_last
     return model, task, device, precision

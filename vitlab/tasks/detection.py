@@ -66,11 +66,13 @@ class DetectionTask(Task):
         log = {k: float(losses[k].item()) for k in _COMPONENTS}
         sums = {k: v * n for k, v in log.items()}
         sums["bad_pred_boxes"] = log["bad_pred_boxes"] = float(losses["bad_pred_boxes"].item())
+        sums["bad_samples"] = float(sum(bool(t.get("substituted")) for t in targets))  # stand-ins for unreadable files
         return StepOutput(loss=losses["loss"], images=n, sums=sums, log=log)
 
     def summarize(self, sums: dict[str, float], images: int, micro_batches: int) -> dict[str, float]:
         out = {f"train_{k}": sums.get(k, 0.0) / max(images, 1) for k in _COMPONENTS}
         out["bad_pred_boxes"] = sums.get("bad_pred_boxes", 0.0)
+        out["bad_samples"] = int(sums.get("bad_samples", 0.0))
         return out
 
     def evaluate(self, model: nn.Module, device: torch.device, precision: str, info: DistInfo,
