@@ -50,6 +50,14 @@ def test_flat_folder_carves_val_and_has_no_test(digit_folder: Path, tmp_path: Pa
     assert "val_fraction: 0.1" in saved and "split_seed: 0" in saved
 
 
+def test_test_none_skips_the_test_split(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"  # mnist has a test split: --test none must really skip it
+    assert main(["train", "--data", "mnist", "--test", "none", *TINY, "--epochs", "1", "--set", "max_steps_per_epoch=2",
+                 "--out", str(run)]) == 0
+    assert not any(r["kind"] == "test" for r in _records(run)) and "test top-1" not in capsys.readouterr().out
+    assert "test: null" in (run / "config.yaml").read_text()
+
+
 def test_test_none_skips_and_an_explicit_val_is_used_whole(digit_folder: Path, tmp_path: Path,
                                                            capsys: pytest.CaptureFixture) -> None:
     run = tmp_path / "run"

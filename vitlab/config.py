@@ -46,7 +46,7 @@ class DataSettings:
 
     train: str | None = "mnist"  # null in recipes that need --data
     val: str | None = None  # None: the source's own val split, else a seeded stratified carve-out of train
-    test: str | None = None  # None: the source's own test split if it has one; "none": no test evaluation
+    test: str | None = "auto"  # auto: the source's own test split if it has one; null / none: no test evaluation
     val_fraction: float = 0.1  # share of each class carved from train for validation (when there is no val split)
     split_seed: int = 0  # seeds the carve-out (not the run seed: runs with other seeds validate on the same images)
     root: str | None = None  # download folder for torchvision:NAME sources

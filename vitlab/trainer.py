@@ -82,9 +82,9 @@ def _open_data(cfg: TrainConfig, pre: Preprocess, echo: Callable[[str], None]) -
              f"split ({len(val_ds)} images; data.val_fraction, data.split_seed={d.split_seed}); training on the other "
              f"{len(train_raw)}")
     test_ds = None
-    if d.test is None and "test" in native_splits(d.train):
+    if d.test == "auto" and "test" in native_splits(d.train):
         test_ds = _open_split(d.train, "test", eval_tf, cfg, carve_val=True)
-    elif d.test is not None and d.test.lower() != "none":
+    elif d.test not in (None, "auto"):
         test_ds = _open_split(d.test, "test", eval_tf, cfg, carve_val=False)
     return train_raw, val_ds, test_ds
 

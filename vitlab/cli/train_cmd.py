@@ -17,7 +17,7 @@ from vitlab.config import parse_assignment, resolve_config
 @click.option("--val", "val_data", help="Validation data (default: the source's val split, else a seeded, stratified "
               "carve-out of its training split, data.val_fraction).")
 @click.option("--test", "test_data", help="Test data, scored once at the end with the checkpoint chosen on validation "
-              "(default: the source's test split if it has one; 'none' to skip).")
+              "(default auto: the source's test split if it has one; 'none' to skip).")
 @click.option("--strict-data", is_flag=True, help="Stop at the first image file that cannot be decoded "
               "(default: substitute up to data.max_bad_samples of them, counted in the epoch record).")
 @click.option("--epochs", type=int)
