@@ -419,3 +419,22 @@ def test_convert_from_a_flipped_vitlab_file_is_refused(tmp_path: Path, capsys: p
     assert main(["convert", str(path), str(tmp_path / "o.pth"), "--to", "timm"]) == 4
     assert "checksum" in capsys.readouterr().err
     assert not (tmp_path / "o.pth").exists()
+
+
+def test_a_carved_folder_split_keeps_the_file_digest(tmp_path: Path) -> None:
+    """A flat folder (val carved from it) is fingerprinted by its files too, not only by counts."""
+    from PIL import Image
+
+    from vitlab.data import open_source
+    from vitlab.data.seeded import SeededTransform
+    from vitlab.tasks.classification import ClassificationTask
+
+    flat = tmp_path / "flat"
+    for c in ("a", "b"):
+        (flat / c).mkdir(parents=True)
+    for i in range(10):
+        Image.new("L", (8, 8), i * 20).save(flat / ("a" if i % 2 else "b") / f"{i}.png")
+    train = open_source(str(flat), "train")
+    task = ClassificationTask(SeededTransform(train, None, 0), train, train.classes)
+    fp = task.data_fingerprint()
+    assert set(fp["files_digest"]) == {"a", "b"} and fp["images_per_class"] == {"a": 4, "b": 4}

@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from vitlab.data.fingerprint import folder_fingerprint
+from vitlab.data.splits import SplitView
 from vitlab.data.folder import ImageFolderDataset
 from vitlab.data.bad_samples import collate_counting
 from vitlab.data.mixup import MixupCutmix
@@ -94,7 +95,10 @@ class ClassificationTask(Task):
         if getattr(self, "_fingerprint", None) is None:
             raw = getattr(self.train_data, "dataset", self.train_data)  # under the SeededTransform
             out = super().data_fingerprint()
-            if isinstance(raw, ImageFolderDataset):
+            if isinstance(raw, SplitView) and isinstance(raw.base, ImageFolderDataset):  # a carved train split
+                samples = [raw.base.samples[i] for i in raw.indices]
+                out.update(folder_fingerprint(raw.base.root, raw.base.classes, samples))
+            elif isinstance(raw, ImageFolderDataset):
                 out.update(folder_fingerprint(raw.root, raw.classes, raw.samples))
             elif getattr(raw, "targets", None) is not None:
                 counts = torch.bincount(torch.as_tensor(raw.targets), minlength=len(self.class_names)).tolist()
