@@ -57,12 +57,13 @@ class SplitView(Dataset):
         base: the whole training split, yielding ``(image, label)``.
         indices: which of its samples this view holds.
         role: "train" or "val", for messages.
+        labels: ``base``'s labels when the caller has them already (else read again).
     """
 
-    def __init__(self, base: Dataset, indices: Sequence[int], role: str) -> None:
+    def __init__(self, base: Dataset, indices: Sequence[int], role: str, labels: Sequence[int] | None = None) -> None:
         self.base, self.indices, self.role = base, list(indices), role
         self.classes = getattr(base, "classes", None)
-        labels = labels_of(base)
+        labels = labels if labels is not None else labels_of(base)
         self.targets = [labels[i] for i in self.indices]
 
     def __len__(self) -> int:
@@ -74,5 +75,6 @@ class SplitView(Dataset):
 
 def carve(base: Dataset, role: str, fraction: float, seed: int) -> SplitView:
     """The ``role`` ("train" or "val") view of the seeded, stratified carve-out of ``base``."""
-    train, val = stratified_split(labels_of(base), fraction, seed)
-    return SplitView(base, train if role == "train" else val, role)
+    labels = labels_of(base)
+    train, val = stratified_split(labels, fraction, seed)
+    return SplitView(base, train if role == "train" else val, role, labels)

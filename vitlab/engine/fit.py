@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 import time
+from functools import partial
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -219,9 +220,6 @@ def _epochs(ss: Session, st: Restored, stop: StopRequest) -> int:
         loader = _loader(ss, epoch, st.batch_in_epoch)
         steps_before = totals.steps
 
-        def log(record: dict[str, Any]) -> None:
-            _log(ss, record)
-
         def on_step_end(step: int, epoch: int = epoch, totals: EpochTotals = totals) -> bool:
             stop_now = distributed.broadcast_flag(stop.requested, ss.info, ss.device)
             if stop_now or (s.checkpoint_every and step % s.checkpoint_every == 0):
@@ -229,7 +227,7 @@ def _epochs(ss: Session, st: Restored, stop: StopRequest) -> int:
             return stop_now
 
         stopped = train_one_epoch(ss.task, ss.wrapped, loader, ss.optimizer, ss.scheduler, ss.device, epoch, st.step,
-                                  opts, ss.steps_per_epoch, totals, guard, ss.ema, ss.scaler, ss.info, log,
+                                  opts, ss.steps_per_epoch, totals, guard, ss.ema, ss.scaler, ss.info, partial(_log, ss),
                                   on_step_end, ss.progress)
         st.step += totals.steps - steps_before
         st.batch_in_epoch = 0
