@@ -22,6 +22,7 @@ from vitlab.cli.export_cmd import export_cmd, pretrained_cmd
 from vitlab.cli.failures import user_error
 from vitlab.cli.models_cmd import models_cmd
 from vitlab.cli.predict_cmd import predict_cmd
+from vitlab.cli.recipes_cmd import recipes_cmd
 from vitlab.cli.report_cmd import report_cmd
 from vitlab.cli.study_cmd import study_cmd
 from vitlab.cli.train_cmd import train_cmd
@@ -47,6 +48,7 @@ cli.add_command(export_cmd)
 cli.add_command(pretrained_cmd)
 cli.add_command(analyze_cmd)
 cli.add_command(report_cmd)
+cli.add_command(recipes_cmd)
 
 
 def debug_requested(args: list[str]) -> bool:
