@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from vitlab.cli.recipe_option import config_callback
+
 
 
 
@@ -16,7 +18,8 @@ def detect_cmd() -> None:
 
 
 @detect_cmd.command("train")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML recipe (configs/detr_*.yaml).")
+@click.option("--config", "config_file", callback=config_callback, metavar="NAME|PATH",
+              help="YAML recipe: a file, or a built-in recipe name such as detr_shapes (`vitlab recipes`).")
 @click.option("--model", help="DETR preset (detr_resnet50, detr_vit_pico_128, ...).")
 @click.option("--data", "train_data", help="'shapes[:N[:SIZE]]' (synthetic) or a COCO-layout folder.")
 @click.option("--val", "val_data", help="Validation source (default: the training source's val split).")
