@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from vitlab.cli.recipe_option import config_callback
+
 
 @click.group("study")
 def study_cmd() -> None:
@@ -11,8 +13,8 @@ def study_cmd() -> None:
 
 
 @study_cmd.command("collapse")
-@click.option("--config", "recipe", default="configs/collapse_study.yaml", show_default=True,
-              type=click.Path(dir_okay=False, exists=True), help="Study recipe (study / train / smoke blocks).")
+@click.option("--config", "recipe", default="collapse_study", show_default=True, callback=config_callback,
+              metavar="NAME|PATH", help="Study recipe (study / train / smoke blocks): a file or a built-in recipe name.")
 @click.option("--out", default="runs/collapse_study", show_default=True, type=click.Path(file_okay=False),
               help="Folder for the runs, results.json, results.md and figures/.")
 @click.option("--smoke", is_flag=True, help="Apply the recipe's smoke block (runs in seconds).")
