@@ -51,6 +51,14 @@ def native_splits(source: str) -> tuple[str, ...]:
     return tuple(out + (["test"] if any(d in present for d in TEST_DIRS) else []))
 
 
+def photo_source(source: str) -> bool:
+    """Whether ``source`` holds photos of any size (an image folder, shards) rather than the bundled
+    digits or a torchvision set, whose recipes choose their own augmentation; the trainer gives a
+    photo source random-resized crops and flips by default (``data.augment`` fields left ``auto``)."""
+    low = source.strip().lower()
+    return not (low == "mnist" or low in _BUNDLED or low.startswith(_TORCHVISION_PREFIX))
+
+
 def open_source(
     source: str,
     split: Split,
