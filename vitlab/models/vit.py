@@ -20,6 +20,8 @@ import torch
 from torch import nn
 
 from vitlab.layers import Attention, DropPath, Mlp, PatchEmbed, TokenEmbed, to_2tuple
+from vitlab.layers.attention_pool import AttentionPool
+from vitlab.layers.layer_scale import LayerScale
 from vitlab.layers.mlp import Activation
 from vitlab.layers.pos_embed import ResampleMethod, resample_pos_embed, sincos_2d
 from vitlab.layers.recorder import record_attention
@@ -31,7 +33,8 @@ class Block(nn.Module):
 
     ``attn_layer`` is a factory ``(dim, num_heads, qkv_bias=, attn_drop=, proj_drop=) -> Attention``
     (the class itself, or e.g. a partial of ReAttention). ``scale_adjustment`` s != 1 gives the
-    official DeepViT block, x + f(LN(s x)) / s on both branches.
+    official DeepViT block, x + f(LN(s x)) / s on both branches. ``init_values`` adds LayerScale
+    (x + gamma * f(LN(x)), CaiT Eq. 4) on both branches, as in DeiT-III and DINOv2.
     """
 
     def __init__(
@@ -47,24 +50,27 @@ class Block(nn.Module):
         drop_path: float = 0.0,
         attn_layer: Callable[..., Attention] = Attention,
         scale_adjustment: float = 1.0,
+        init_values: float | None = None,
     ) -> None:
         super().__init__()
         self.scale_adjustment = scale_adjustment
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.attn = attn_layer(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop)
+        self.ls1: nn.Module = LayerScale(dim, init_values) if init_values is not None else nn.Identity()
         self.drop_path1 = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, mlp_dim, act=act, drop=drop)
+        self.ls2: nn.Module = LayerScale(dim, init_values) if init_values is not None else nn.Identity()
         self.drop_path2 = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, T, D) -> (B, T, D)."""
         s = self.scale_adjustment
         if s != 1.0:
-            x = x + self.drop_path1(self.attn(self.norm1(x * s))) / s
-            return x + self.drop_path2(self.mlp(self.norm2(x * s))) / s
-        x = x + self.drop_path1(self.attn(self.norm1(x)))
-        return x + self.drop_path2(self.mlp(self.norm2(x)))
+            x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x * s)))) / s
+            return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x * s)))) / s
+        x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x))))
+        return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
 
 
 class VisionTransformer(nn.Module):
@@ -81,9 +87,18 @@ class VisionTransformer(nn.Module):
         dist_token: also prepend DeiT's distillation token (after the class token) with its own
             head ``head_dist``; the logits are the mean of the two heads' (timm's inference
             behaviour, here in train and eval alike so the return type never changes).
-        global_pool: ``"token"`` (class token) or ``"avg"`` (mean of the patch tokens).
+        reg_tokens: register tokens (Darcet et al. 2024) after the class / distillation tokens; like
+            every prefix token they are never pooled. Tokens: [cls][dist][reg * n][patches].
+        global_pool: ``"token"`` (class token), ``"avg"`` (mean of the patch tokens) or ``"map"``
+            (a learned query attends over the patch tokens: SigLIP's attention-pooling head).
         fc_norm: apply the final LayerNorm after pooling instead of to every token.
         pos_embed: ``"learn"`` (1-D learned), ``"sincos"`` (fixed 2-D) or ``"none"``.
+        no_embed_class: position embeddings cover the patches only (timm's ``no_embed_class``:
+            DeiT-III, DINOv2 with registers). The table keeps its prefix rows, held at zero and
+            never added, so every vitlab table has the layout (1, prefix + N, D).
+        init_values: LayerScale's initial value on both branches of every block; None for none.
+        pre_norm: LayerNorm ``norm_pre`` on the tokens entering block 0 (CLIP's image tower); the
+            patch projection then has no bias, as in CLIP.
         drop_rate: dropout after the position embedding and in every block's MLP / projection.
         attn_drop_rate: dropout on attention probabilities.
         drop_path_rate: stochastic depth, rising linearly to this value over the blocks.
@@ -121,32 +136,27 @@ class VisionTransformer(nn.Module):
         embed_layer: Callable[..., TokenEmbed] = PatchEmbed,
         attn_layer: Callable[..., Attention] | Sequence[Callable[..., Attention]] = Attention,
         scale_adjustment: float = 1.0,
+        reg_tokens: int = 0,
+        no_embed_class: bool = False,
+        init_values: float | None = None,
+        pre_norm: bool = False,
     ) -> None:
         super().__init__()
-        if global_pool not in ("token", "avg"):
-            raise ValueError(f"global_pool must be 'token' or 'avg', got {global_pool!r}")
-        if global_pool == "token" and not class_token:
-            raise ValueError("global_pool='token' needs class_token=True")
-        if dist_token and (not class_token or global_pool != "token"):
-            raise ValueError("dist_token=True needs class_token=True and global_pool='token'")
-        if pos_embed not in ("learn", "sincos", "none"):
-            raise ValueError(f"pos_embed must be 'learn', 'sincos' or 'none', got {pos_embed!r}")
+        _check_args(global_pool, class_token, dist_token, reg_tokens, pos_embed)
         self.num_classes = num_classes
         self.global_pool = global_pool
         self.embed_dim = self.num_features = embed_dim
-        self.num_prefix_tokens = (1 if class_token else 0) + (1 if dist_token else 0)
+        self.num_reg_tokens = reg_tokens
+        self.num_prefix_tokens = (1 if class_token else 0) + (1 if dist_token else 0) + reg_tokens
         self.pos_embed_type = pos_embed
+        self.no_embed_class = no_embed_class
 
         self.patch_embed = embed_layer(to_2tuple(img_size), patch_size, in_chans, embed_dim)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
-        self.dist_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if dist_token else None
-        n_pos = self.num_prefix_tokens + self.patch_embed.num_patches
-        if pos_embed == "learn":
-            self.pos_embed: nn.Parameter | None = nn.Parameter(torch.zeros(1, n_pos, embed_dim))
-        else:
-            self.pos_embed = None
-            self.register_buffer("pos_embed_fixed", self._fixed_pos_embed(), persistent=False)
+        if pre_norm:  # CLIP: the LayerNorm right after makes a bias redundant; timm and OpenAI drop it
+            self.patch_embed.proj.bias = None
+        self._init_tokens(embed_dim, class_token, dist_token, reg_tokens, pos_embed == "learn")
         self.pos_drop = nn.Dropout(drop_rate)
+        self.norm_pre = nn.LayerNorm(embed_dim, eps=norm_eps) if pre_norm else nn.Identity()
 
         attn_layers = list(attn_layer) if isinstance(attn_layer, Sequence) else [attn_layer] * depth
         if len(attn_layers) != depth:
@@ -154,11 +164,12 @@ class VisionTransformer(nn.Module):
         dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.ModuleList(
             Block(embed_dim, num_heads, mlp_dim, qkv_bias, norm_eps, act, drop_rate, attn_drop_rate, dpr[i],
-                  attn_layers[i], scale_adjustment)
+                  attn_layers[i], scale_adjustment, init_values)
             for i in range(depth)
         )
         self.norm = nn.LayerNorm(embed_dim, eps=norm_eps) if not fc_norm else nn.Identity()
         self.fc_norm = nn.LayerNorm(embed_dim, eps=norm_eps) if fc_norm else nn.Identity()
+        self.attn_pool = AttentionPool(embed_dim, num_heads, mlp_dim, norm_eps, act) if global_pool == "map" else None
         if representation_size:
             self.pre_logits: nn.Module = nn.Sequential(nn.Linear(embed_dim, representation_size), nn.Tanh())
             self.num_features = representation_size
@@ -173,6 +184,18 @@ class VisionTransformer(nn.Module):
         self.init_weights()
 
     # ----------------------------------------------------------------------------- set-up
+    def _init_tokens(self, dim: int, class_token: bool, dist_token: bool, reg_tokens: int, learned: bool) -> None:
+        """The prefix tokens (1, n, D) and the position table (1, prefix + N, D), learned or fixed."""
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if class_token else None
+        self.dist_token = nn.Parameter(torch.zeros(1, 1, dim)) if dist_token else None
+        self.reg_token = nn.Parameter(torch.zeros(1, reg_tokens, dim)) if reg_tokens else None
+        n_pos = self.num_prefix_tokens + self.patch_embed.num_patches
+        if learned:
+            self.pos_embed: nn.Parameter | None = nn.Parameter(torch.zeros(1, n_pos, dim))
+        else:
+            self.pos_embed = None
+            self.register_buffer("pos_embed_fixed", self._fixed_pos_embed(), persistent=False)
+
     def _fixed_pos_embed(self) -> torch.Tensor:
         """(1, T, D) fixed table: zeros for prefix tokens, 2-D sin-cos (or zeros) on the grid."""
         grid = self.patch_embed.grid_size
@@ -192,8 +215,12 @@ class VisionTransformer(nn.Module):
                     nn.init.zeros_(m.bias)
         if self.pos_embed is not None:
             nn.init.trunc_normal_(self.pos_embed, std=0.02)
+            if self.no_embed_class:
+                nn.init.zeros_(self.pos_embed[:, : self.num_prefix_tokens])
         if self.cls_token is not None:
             nn.init.normal_(self.cls_token, std=1e-6)
+        if self.reg_token is not None:
+            nn.init.normal_(self.reg_token, std=1e-6)
         if self.dist_token is not None:
             nn.init.trunc_normal_(self.dist_token, std=0.02)
         for head in (self.head, self.head_dist):
@@ -208,9 +235,12 @@ class VisionTransformer(nn.Module):
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """Replace the head with a freshly initialised one for ``num_classes`` (0: no head)."""
         if global_pool is not None:
-            if (global_pool not in ("token", "avg") or (global_pool == "token" and self.cls_token is None)
+            if (global_pool not in ("token", "avg", "map") or (global_pool == "token" and self.cls_token is None)
                     or (global_pool == "avg" and self.dist_token is not None)):
                 raise ValueError(f"invalid global_pool {global_pool!r} for this model")
+            if (global_pool == "map") != (self.attn_pool is not None):  # its weights belong to the body
+                raise ValueError("reset_classifier cannot add or remove attention pooling (global_pool 'map'); "
+                                 "build the model with the pooling it needs")
             self.global_pool = global_pool
         self.num_classes = num_classes
         ref = next(self.parameters())
@@ -258,9 +288,14 @@ class VisionTransformer(nn.Module):
 
     # ----------------------------------------------------------------------------- forward
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, C, H, W) -> tokens (B, prefix + N, D) with position embeddings added."""
+        """x: (B, C, H, W) -> tokens (B, prefix + N, D) entering block 0: [cls][dist][reg][patches]
+        with position embeddings added (and ``norm_pre`` applied when the model has one)."""
         x = self.patch_embed(x)
-        prefix = [t.expand(x.shape[0], -1, -1) for t in (self.cls_token, self.dist_token) if t is not None]
+        pos = (self.pos_embed if self.pos_embed is not None else self.pos_embed_fixed).to(x.dtype)
+        if self.no_embed_class:  # timm's order: the patches get their embeddings, then the prefix joins
+            x = x + pos[:, self.num_prefix_tokens :]
+        tokens = (self.cls_token, self.dist_token, self.reg_token)
+        prefix = [t.expand(x.shape[0], -1, -1) for t in tokens if t is not None]
         if prefix:
             x = torch.cat([*prefix, x], dim=1)
         else:
@@ -268,8 +303,9 @@ class VisionTransformer(nn.Module):
             # elementwise ops would keep that layout through the residual stream and every LayerNorm
             # and Linear would copy its input. One copy here: ~5% faster training steps (GAP models).
             x = x.contiguous()
-        pos = self.pos_embed if self.pos_embed is not None else self.pos_embed_fixed
-        return self.pos_drop(x + pos.to(x.dtype))
+        if not self.no_embed_class:
+            x = x + pos
+        return self.norm_pre(self.pos_drop(x))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C, H, W) -> normalised tokens (B, prefix + N, D)."""
@@ -279,7 +315,10 @@ class VisionTransformer(nn.Module):
         return self.norm(x)
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
-        """tokens (B, T, D) -> (B, D): the class token or the mean of the patch tokens."""
+        """tokens (B, T, D) -> (B, D): the class token, the mean of the patch tokens, or their
+        attention pooling (registers and other prefix tokens are never pooled)."""
+        if self.attn_pool is not None:
+            return self.attn_pool(x[:, self.num_prefix_tokens :])
         if self.global_pool == "avg":
             return x[:, self.num_prefix_tokens :].mean(dim=1)
         return x[:, 0]
@@ -350,6 +389,20 @@ class VisionTransformer(nn.Module):
         }
 
 
+def _check_args(global_pool: str, class_token: bool, dist_token: bool, reg_tokens: int, pos_embed: str) -> None:
+    """ValueError for a combination the ViT cannot build."""
+    if global_pool not in ("token", "avg", "map"):
+        raise ValueError(f"global_pool must be 'token', 'avg' or 'map', got {global_pool!r}")
+    if global_pool == "token" and not class_token:
+        raise ValueError("global_pool='token' needs class_token=True")
+    if dist_token and (not class_token or global_pool != "token"):
+        raise ValueError("dist_token=True needs class_token=True and global_pool='token'")
+    if dist_token and reg_tokens:
+        raise ValueError("reg_tokens with dist_token=True is not supported (no published model has both)")
+    if pos_embed not in ("learn", "sincos", "none"):
+        raise ValueError(f"pos_embed must be 'learn', 'sincos' or 'none', got {pos_embed!r}")
+
+
 def _resolve_indices(indices: int | Sequence[int] | None, depth: int) -> list[int]:
     if indices is None:
         return list(range(depth))
@@ -382,7 +435,8 @@ def build_vit(cfg: ViTConfig) -> VisionTransformer:
         attn_drop_rate=cfg.attn_drop_rate, drop_path_rate=cfg.drop_path_rate, head_drop_rate=cfg.head_drop_rate,
         representation_size=cfg.representation_size, embed_layer=cfg.stem_layer_args().layer(),
         attn_layer=cfg.attn_layer_args().layers(cfg.depth), scale_adjustment=cfg.scale_adjustment,
-        dist_token=cfg.dist_token,
+        dist_token=cfg.dist_token, reg_tokens=cfg.reg_tokens, no_embed_class=cfg.no_embed_class,
+        init_values=cfg.init_values, pre_norm=cfg.pre_norm,
     )
     model.config = cfg
     return model

@@ -51,9 +51,17 @@ class ViTConfig:
     act: Literal["gelu", "gelu_tanh", "relu"] = "gelu"
     class_token: bool = True
     dist_token: bool = False  # DeiT's distillation token: a second prefix token with its own head
-    global_pool: Literal["token", "avg"] = "token"
+    # Register tokens (Darcet et al. 2024, "Vision Transformers Need Registers"): learned prefix tokens
+    # after the class / distillation tokens, never pooled; tokens are [cls][dist][reg * n][patches].
+    reg_tokens: int = 0
+    global_pool: Literal["token", "avg", "map"] = "token"  # "map": attention pooling (SigLIP)
     fc_norm: bool = False
     pos_embed: Literal["learn", "sincos", "none"] = "learn"
+    # timm's no_embed_class (DeiT-III, DINOv2 with registers): the position table covers the patches
+    # only. vitlab keeps the table's prefix rows (held at zero, never added) so it has one layout.
+    no_embed_class: bool = False
+    init_values: float | None = None  # LayerScale's initial value (CaiT / DeiT-III / DINOv2); None: no LayerScale
+    pre_norm: bool = False  # LayerNorm after the embedding (CLIP); the patch projection then has no bias
     # Token stem and attention variant: a name from vitlab.layers.tables and that layer's arguments
     # (canonical: every argument present, defaults filled in; see STEMS / ATTENTIONS).
     stem: str = "patch"  # "patch", "conv", "cnn", "resnetv2"
@@ -100,6 +108,7 @@ class ViTConfig:
             raise ConfigError("global_pool 'token' needs class_token: true")
         if self.dist_token and (not self.class_token or self.global_pool != "token"):
             raise ConfigError("dist_token needs class_token: true and global_pool: token (as in DeiT)")
+        _check_tokens(self)
         if self.pos_embed == "sincos" and self.embed_dim % 4:
             raise ConfigError(f"pos_embed 'sincos' needs embed_dim divisible by 4, got {self.embed_dim}")
         _check_layer("stem", lambda: self.stem_layer_args().check(self.patch_size))
@@ -198,6 +207,20 @@ def _legacy_args(group: str, name: str, legacy: Mapping[str, Any], strict: bool)
             raise ConfigError(f"{old} does not apply to {group} {name!r}; its arguments: "
                               f"{', '.join(takes) or '(none)'}")
     return out
+
+
+def _check_tokens(cfg: ViTConfig) -> None:
+    """The prefix-token, pooling, LayerScale and pre-norm fields."""
+    if cfg.global_pool not in ("token", "avg", "map"):
+        raise ConfigError(f"global_pool must be 'token', 'avg' or 'map', got {cfg.global_pool!r}")
+    if isinstance(cfg.reg_tokens, bool) or not isinstance(cfg.reg_tokens, int) or cfg.reg_tokens < 0:
+        raise ConfigError(f"reg_tokens must be an integer >= 0, got {cfg.reg_tokens!r}")
+    if cfg.reg_tokens and cfg.dist_token:
+        raise ConfigError("reg_tokens with dist_token: no published model has both; choose one")
+    if cfg.init_values is not None and not (math.isfinite(cfg.init_values) and cfg.init_values != 0):
+        raise ConfigError(f"init_values (LayerScale) must be a finite non-zero number or null, got {cfg.init_values}")
+    if cfg.pre_norm and cfg.stem != "patch":
+        raise ConfigError(f"pre_norm drops the patch projection's bias, which needs stem 'patch', not {cfg.stem!r}")
 
 
 def _check_layer(group: str, check: Callable[[], None]) -> None:
