@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -36,6 +36,8 @@ class AnalysisOptions:
     head_threshold: float = 0.5  # DeepViT: head pairs this similar count as "similar"
     neighbours: tuple[int, ...] = (1, 2, 3)  # DeepViT: compare block p with p + k
     which: Which = "effective"  # maps + collapse: post-mixing maps where a layer mixes, else softmax
+    # collapse: cosine of the maps (the paper), or of the maps minus the uniform 1/T (as study collapse reports)
+    collapse_similarity: Literal["raw", "centered"] = "raw"
     show: int = 4  # images whose per-head maps are kept for figures
 
     def validate(self) -> None:
@@ -45,6 +47,8 @@ class AnalysisOptions:
             raise ConfigError(f"discard ratio must be in [0, 1), got {self.discard_ratio}")
         if self.distance_prefix not in ("renormalize", "zero"):
             raise ConfigError(f"distance prefix must be renormalize or zero, got {self.distance_prefix!r}")
+        if self.collapse_similarity not in ("raw", "centered"):
+            raise ConfigError(f"collapse similarity must be raw or centered, got {self.collapse_similarity!r}")
         for name in ("collapse_threshold", "head_threshold"):
             if not -1.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} is a cosine similarity in [-1, 1], got {getattr(self, name)}")
@@ -123,7 +127,8 @@ def collect_attention(
                 dist = [mean_attention_distance(a, layout, o.distance_prefix) for a in probs]
                 acc["dist"].append(torch.stack(dist, 1).cpu())
                 acc["ent"].append(torch.stack([attention_entropy(a) for a in probs], 1).cpu())
-                acc["cross"].append(cross_layer_similarity(maps).float().cpu())
+                cmaps = maps if o.collapse_similarity == "raw" else [a - 1.0 / a.shape[-1] for a in maps]
+                acc["cross"].append(cross_layer_similarity(cmaps).float().cpu())
                 acc["hsim"].append(torch.stack([head_similarity(a) for a in maps], 1).float().cpu())
                 roll = attention_rollout(probs, o.head_fusion, o.discard_ratio)
                 acc["sal"].append(rollout_saliency(roll, layout).float().cpu())
