@@ -46,16 +46,20 @@ def infer_vit_config(state: Mapping[str, torch.Tensor], source: str, **known: An
     class_token = "cls_token" in state
     dist_token = "dist_token" in state
     fc_norm = "fc_norm.weight" in state
+    reg_tokens = int(state["reg_token"].shape[1]) if "reg_token" in state else 0
+    pool = "map" if "attn_pool.latent" in state else "avg" if (fc_norm or not class_token) else "token"
     fields: dict[str, Any] = dict(
         patch_size=int(p_h), in_chans=int(in_chans), embed_dim=int(embed_dim), depth=depth,
         num_heads=default_heads(int(embed_dim)), mlp_dim=int(state["blocks.0.mlp.fc1.weight"].shape[0]),
         qkv_bias="blocks.0.attn.qkv.bias" in state, class_token=class_token, dist_token=dist_token,
-        fc_norm=fc_norm, global_pool="avg" if (fc_norm or not class_token) else "token",
+        fc_norm=fc_norm, global_pool=pool, reg_tokens=reg_tokens, pre_norm="norm_pre.weight" in state,
+        # LayerScale: the gammas are in the file; the initial value only matters for new blocks (1e-5: DINOv2)
+        init_values=1e-5 if "blocks.0.ls1.gamma" in state else None,
         num_classes=int(state["head.weight"].shape[0]) if "head.weight" in state else 0,
         representation_size=int(state["pre_logits.0.weight"].shape[0]) if "pre_logits.0.weight" in state else None,
         pos_embed="learn" if "pos_embed" in state else "none",
     )
-    n_prefix = int(class_token) + int(dist_token)
+    n_prefix = int(class_token) + int(dist_token) + reg_tokens
     native = grid_of(state, n_prefix, known.get("img_size"), int(p_h), source)
     fields["img_size"] = (native[0] * int(p_h), native[1] * int(p_w))
     known = {k: v for k, v in known.items() if v is not None and k != "img_size"}
