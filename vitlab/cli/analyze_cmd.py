@@ -31,6 +31,10 @@ def analysis_options(f):
                      help="Collapse: adjacent blocks at least this similar count as similar."),
         click.option("--head-threshold", type=click.FloatRange(-1.0, 1.0), default=0.5, show_default=True,
                      help="Collapse: head pairs at least this similar count as similar."),
+        click.option("--collapse-similarity", type=click.Choice(["raw", "centered"]), default="raw", show_default=True,
+                     help="Collapse: cosine of the maps (DeepViT's Eq. 3), or of the maps minus uniform 1/T (as study "
+                          "collapse reports; near-uniform maps are then not 'similar')."),
+        click.option("-q", "--quiet", is_flag=True, help="No progress bars (they show only on a terminal anyway)."),
         click.option("--maps", "which", type=click.Choice(["effective", "softmax", "mixed"]), default="effective",
                      show_default=True, help="Which maps: post-mixing where a layer mixes heads (re-attention), "
                                              "else the softmax; or always the softmax."),
@@ -42,11 +46,13 @@ def analysis_options(f):
     return f
 
 
-def make_options(head_fusion, discard_ratio, distance_prefix, collapse_threshold, head_threshold, which, show):
+def make_options(head_fusion, discard_ratio, distance_prefix, collapse_threshold, head_threshold, which, show,
+                 collapse_similarity="raw", quiet=False):
     from vitlab.analysis import AnalysisOptions
 
     return AnalysisOptions(head_fusion=head_fusion, discard_ratio=discard_ratio, distance_prefix=distance_prefix,
-                           collapse_threshold=collapse_threshold, head_threshold=head_threshold, which=which, show=show)
+                           collapse_threshold=collapse_threshold, head_threshold=head_threshold, which=which, show=show,
+                           collapse_similarity=collapse_similarity)
 
 
 @click.command("analyze")
@@ -88,7 +94,7 @@ def analyze_cmd(what, model_spec, images, out, limit, img_size, batch_size, devi
     figs, summary = [], {"model": loaded.name, "analyses": list(wanted)}
     if needs_images:
         imgs = load_images(images, loaded.preprocess, limit)
-        stats = collect_attention(loaded.model, imgs.batches(batch_size), options, dev)
+        stats = collect_attention(loaded.model, attention_batches(imgs, batch_size, opts["quiet"]), options, dev)
         figs += image_figures(wanted, stats, imgs.display, imgs.names)
         summary.update(stats.summary())
         summary["image_names"] = imgs.names
@@ -98,6 +104,16 @@ def analyze_cmd(what, model_spec, images, out, limit, img_size, batch_size, devi
         raise ConfigError(notes[0])
     summary["notes"] = notes
     _write(Path(out), figs, summary)
+
+
+def attention_batches(imgs, batch_size: int, quiet: bool):
+    """The image batches with a progress bar (rate, ETA) on stderr; shared with ``report``."""
+    import math
+
+    from vitlab.utils.progress import track
+
+    return track(imgs.batches(batch_size), "attention", total=math.ceil(len(imgs) / batch_size), unit="batch",
+                 quiet=quiet)
 
 
 def _write(out_dir: Path, figs: list, summary: dict) -> None:
@@ -110,8 +126,11 @@ def _write(out_dir: Path, figs: list, summary: dict) -> None:
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     for note in summary.get("notes", []):
         click.echo(f"skipped {note}", err=True)
-    click.echo(f"wrote {len(figs)} figure(s) and summary.json to {out_dir}: "
-               + ", ".join(f"{f.key}.png" for f in figs))
+    for fig in figs:  # near-uniform attention and the like: on the figure, and said here
+        if getattr(fig, "note", None):
+            click.echo(f"note: {fig.key}.png: {fig.note}", err=True)
+    click.echo(f"wrote {out_dir} ({len(figs) + 1} files: " + ", ".join(f"{f.key}.png" for f in figs)
+               + (", " if figs else "") + "summary.json)")
 
 
 def _analyze_detr(what: str, loaded, images: tuple[str, ...], out_dir: Path, limit: int, show: int, dev) -> None:
