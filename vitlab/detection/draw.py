@@ -16,7 +16,7 @@ def class_colour(label: int) -> tuple[int, int, int]:
 
 def draw_detections(image: Image.Image, boxes: Sequence[Sequence[float]], labels: Sequence[int],
                     scores: Sequence[float], class_names: Sequence[str]) -> Image.Image:
-    """A copy of ``image`` with each xyxy pixel box outlined and tagged "name score"."""
+    """A copy of ``image`` with each xyxy pixel box outlined and tagged "name (p=0.87)" (the class probability)."""
     out = image.convert("RGB").copy()
     draw = ImageDraw.Draw(out)
     font = ImageFont.load_default()
@@ -26,7 +26,7 @@ def draw_detections(image: Image.Image, boxes: Sequence[Sequence[float]], labels
         x0, y0, x1, y1 = (float(v) for v in box)
         draw.rectangle([x0, y0, x1, y1], outline=colour, width=width)
         name = class_names[label] if 0 <= label < len(class_names) else str(label)
-        text = f"{name} {score:.2f}"
+        text = f"{name} (p={score:.2f})"  # the captions' one format (vitlab.evaluation.plots)
         tx0, ty0, tx1, ty1 = draw.textbbox((x0, y0), text, font=font)
         ty = y0 - (ty1 - ty0) - 2 if y0 - (ty1 - ty0) - 2 >= 0 else y0
         draw.rectangle([x0, ty, x0 + (tx1 - tx0) + 4, ty + (ty1 - ty0) + 2], fill=colour)
