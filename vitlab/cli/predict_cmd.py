@@ -43,7 +43,7 @@ def predict_cmd(checkpoint, images, data, limit, topk, fmt, grid, device, max_im
     from vitlab.data import Preprocess, build_eval_transform
     from vitlab.api import load_checkpoint
     from vitlab.errors import ConfigError, DataError
-    from vitlab.evaluation.plots import save_prediction_grid
+    from vitlab.evaluation.plots import prediction_caption, save_prediction_grid
     from vitlab.utils.atomic import probe_writable, writing
     from vitlab.utils.device import resolve_device
 
@@ -69,12 +69,12 @@ def predict_cmd(checkpoint, images, data, limit, topk, fmt, grid, device, max_im
                              "top": [{"class": classes[c], "prob": float(q)} for q, c in zip(p[j].tolist(), i[j].tolist())]})
     _emit(rows, fmt)
     if grid and rows:
-        titles = [f"{r['top'][0]['class']} {100 * r['top'][0]['prob']:.0f}%" for r in rows]
+        titles = [prediction_caption(r["top"][0]["class"], r["top"][0]["prob"], r["truth"]) for r in rows]
         correct = [None if r["truth"] is None else r["truth"] == r["top"][0]["class"] for r in rows]
         with writing(grid, "--grid"):
             Path(grid).parent.mkdir(parents=True, exist_ok=True)
             save_prediction_grid([_display(r) for r in raws], titles, grid, correct)
-        click.echo(f"wrote {grid}", err=fmt != "table")
+        click.echo(f"wrote {grid} ({len(rows)} images)", err=fmt != "table")  # stderr: keeps --format json clean
     if bad:
         raise DataError(f"{bad} of {bad + len(raws)} images could not be read (listed above); "
                         f"predicted the other {len(raws)}")
