@@ -53,7 +53,10 @@ def eval_cmd(checkpoint, data, split, batch_size, workers, device, precision, ou
     if list(ds.classes) != list(ckpt.class_names):
         raise DataError(f"{data}: classes {list(ds.classes)[:10]} differ from the checkpoint's {ckpt.class_names[:10]}")
     loader = DataLoader(ds, batch_size=batch_size, num_workers=workers)
-    meter = evaluate(ckpt.model, loader, dev, prec, len(ckpt.class_names), progress=not as_json, desc="eval")
+    from vitlab.utils.progress import shows
+
+    # A bar (rate, ETA) on a terminal stderr only: never with --json, never into a log file.
+    meter = evaluate(ckpt.model, loader, dev, prec, len(ckpt.class_names), progress=shows(as_json), desc="eval")
     metrics = {**meter.result(), "images": meter.count, "checkpoint": str(checkpoint), "data": data, "split": split}
     if probes:
         metrics["probe"] = _run_probes(ckpt, ds, probe_train or data, probes, shots, knn_k, batch_size, workers, dev)
@@ -71,7 +74,7 @@ def eval_cmd(checkpoint, data, split, batch_size, workers, device, precision, ou
     if len(ckpt.class_names) <= 50:
         click.echo("per-class top-1: " + "  ".join(f"{n}:{a:.1f}" for n, a in zip(ckpt.class_names, per_class)))
     if out:
-        click.echo(f"wrote {out}/metrics.json, per_class.csv, confusion.csv, confusion.png")
+        click.echo(f"wrote {out} (4 files: metrics.json, per_class.csv, confusion.csv, confusion.png)")
 
 
 def _write_outputs(out_dir: Path, metrics: dict, per_class: list[float], meter, class_names: list[str]) -> None:
