@@ -1,4 +1,5 @@
-"""One string names a dataset: ``mnist``, ``torchvision:NAME`` or a folder; this opens its train / val / test split.
+"""One string names a dataset (``mnist``, ``torchvision:NAME``, ``wds:PATTERN``, ``hf:PATH``, a folder); this
+opens its train / val / test split.
 
 Grammar of ``source``:
 
@@ -6,6 +7,10 @@ Grammar of ``source``:
   carve-out, test = the 10k test set. ``mnist-5k`` / ``mnist-test`` name one part whatever the split.
 * ``torchvision:NAME``: :data:`vitlab.data.torchvision_sets.TORCHVISION_SETS`, under ``root``
   (default ``~/.cache/vitlab/datasets``); val is carved from its train set, test is its test set.
+* ``wds:PATTERN``: WebDataset tar shards (:mod:`vitlab.data.wds_source`): the pattern's shards are
+  train; files beside them named ``val`` / ``test`` instead of ``train`` are val and test.
+* ``hf:PATH``: a Hugging Face ``save_to_disk`` folder or parquet files (:mod:`vitlab.data.hf_source`);
+  its own train / validation / test splits.
 * anything else is a folder: ``<path>/train``, ``<path>/val`` (or ``validation``) and
   ``<path>/test``; without ``val/`` the validation split is carved from ``train/``; without any
   split folders the path itself is the (training) class-subfolder tree, val carved from it, and
@@ -23,6 +28,8 @@ from torch.utils.data import Dataset
 
 from vitlab.data.bad_samples import ImagePolicy
 from vitlab.data.folder import ImageFolderDataset
+import vitlab.data.hf_source as hf_source
+import vitlab.data.wds_source as wds_source
 from vitlab.data.mnist import MNIST_CLASSES, load_mnist_5k, load_mnist_test
 from vitlab.data.splits import carve
 from vitlab.data.tensor_dataset import TensorImageDataset
@@ -45,6 +52,11 @@ def native_splits(source: str) -> tuple[str, ...]:
         return ("train", "val", "test")  # one named part, whatever the split
     if low == "mnist" or low.startswith(_TORCHVISION_PREFIX):
         return ("train", "test")
+    if low.startswith((wds_source.PREFIX, hf_source.PREFIX)):  # the archive's own splits, by name
+        wds = low.startswith(wds_source.PREFIX)
+        rest = source.strip()[len(wds_source.PREFIX if wds else hf_source.PREFIX):]
+        found = wds_source.split_patterns(rest) if wds else hf_source.hf_splits(rest)
+        return tuple(s for s in ("train", "val", "test") if s in found)
     base = Path(source).expanduser()
     present = [d for d in (*TRAIN_DIRS, *VAL_DIRS, *TEST_DIRS) if (base / d).is_dir()] if base.is_dir() else []
     out = ["train"] + (["val"] if any(d in present for d in VAL_DIRS) else [])
@@ -111,6 +123,10 @@ def _open_native(source: str, split: str, transform: Callable[[Any], Any] | None
     if name.lower().startswith(_TORCHVISION_PREFIX):
         return open_torchvision(name[len(_TORCHVISION_PREFIX):], root if root is not None else DEFAULT_ROOT,
                                 train=split == "train", transform=transform, download=download)
+    if name.lower().startswith(wds_source.PREFIX):
+        return wds_source.open_wds(name[len(wds_source.PREFIX):], split, transform, classes, policy)
+    if name.lower().startswith(hf_source.PREFIX):
+        return hf_source.open_hf(name[len(hf_source.PREFIX):], split, transform, classes, policy)
     folder = split_folder(name, split)  # type: ignore[arg-type]
     return ImageFolderDataset(folder, transform, classes=list(classes) if classes is not None else None, policy=policy)
 
@@ -145,6 +161,10 @@ def describe_source(source: str) -> str:
         return "bundled MNIST 10,000-digit test set"
     if low.startswith(_TORCHVISION_PREFIX):
         return f"torchvision dataset {name[len(_TORCHVISION_PREFIX):].lower()}"
+    if low.startswith(wds_source.PREFIX):
+        return wds_source.describe_wds(name[len(wds_source.PREFIX):])
+    if low.startswith(hf_source.PREFIX):
+        return hf_source.describe_hf(name[len(hf_source.PREFIX):])
     return f"image folder {Path(name).expanduser()}"
 
 
