@@ -88,7 +88,8 @@ class ClassificationTask(Task):
 
     def data_fingerprint(self) -> dict[str, Any]:
         """Samples and classes, plus per class: image count and a digest of relative paths + sizes
-        (folders), or the label counts (in-memory and torchvision sets, with the set's name).
+        (folders; shard, key and size for tar shards; row and size for HF datasets), or the label
+        counts (in-memory and torchvision sets, with the set's name).
 
         Computed once per process (one ``stat`` per file) and reused by every checkpoint.
         """
@@ -100,6 +101,9 @@ class ClassificationTask(Task):
                 out.update(folder_fingerprint(raw.base.root, raw.base.classes, samples))
             elif isinstance(raw, ImageFolderDataset):
                 out.update(folder_fingerprint(raw.root, raw.classes, raw.samples))
+            elif hasattr(getattr(raw, "base", raw), "sample_fingerprint"):  # tar shards, HF datasets (carved or not)
+                base = getattr(raw, "base", raw)
+                out.update(base.sample_fingerprint(raw.indices if isinstance(raw, SplitView) else None))
             elif getattr(raw, "targets", None) is not None:
                 counts = torch.bincount(torch.as_tensor(raw.targets), minlength=len(self.class_names)).tolist()
                 out["images_per_class"] = dict(zip(self.class_names, counts))
