@@ -79,8 +79,10 @@ def _heads(cfg: ViTConfig) -> tuple[str, ...]:
 def _timm_unstated(cfg: ViTConfig) -> tuple[str, ...]:
     # A class token without fc_norm pools the token in timm's defaults, or the average when the
     # model was built with global_pool="avg", fc_norm=False: the state dicts are identical.
-    pool = ("global_pool",) if cfg.class_token and not cfg.fc_norm and not cfg.dist_token else ()
-    return ("num_heads", *pool)
+    pool = ("global_pool",) if cfg.class_token and not cfg.fc_norm and not cfg.dist_token and cfg.global_pool != "map" else ()
+    # timm's pre-norm (CLIP) towers use LayerNorm eps 1e-5, not the 1e-6 of its other ViTs
+    eps = ("norm_eps",) if cfg.pre_norm else ()
+    return ("num_heads", *pool, *eps)
 
 
 def _suffix_in(*suffixes: str) -> Callable[[Path], bool]:
