@@ -48,13 +48,18 @@ def _size(value: str | None) -> tuple[int, int] | None:
               help="Attention heads, for files that do not record them (timm, torchvision, MindSpore state dicts).")
 @click.option("--global-pool", type=click.Choice(["token", "avg"]),
               help="Pooling, for timm files with a class token and no fc_norm (token or average: the file cannot tell).")
+@click.option("--norm-eps", type=click.FloatRange(min=0, min_open=True),
+              help="LayerNorm eps, for files that do not record it (a timm pre-norm / CLIP state dict).")
+@click.option("--no-embed-class/--embed-class", "no_embed_class", default=None,
+              help="Whether the position table leaves out the class / register tokens (timm's no_embed_class), "
+                   "when its length fits both.")
 @click.option("--model", "model_name", help="A registered model name whose numerics / preprocessing apply.")
 @click.option("--patch-size", type=click.IntRange(min=1), help="New patch size (FlexiViT pseudo-inverse kernel resize).")
 @click.option("--resample", type=click.Choice(_METHODS), default="bicubic-aa", show_default=True, help="Position-table resampling.")
 @click.option("--align-corners", is_flag=True, help="align_corners for bilinear / bicubic resampling.")
 @click.option("--verify", is_flag=True, help="Run source and result on the same random inputs; print the largest logit difference.")
-def convert_cmd(src, dst, src_fmt, dst_fmt, img_size, num_classes, num_heads, global_pool, model_name, patch_size,
-                resample, align_corners, verify) -> None:
+def convert_cmd(src, dst, src_fmt, dst_fmt, img_size, num_classes, num_heads, global_pool, norm_eps, no_embed_class,
+                model_name, patch_size, resample, align_corners, verify) -> None:
     """Convert SRC (file or HF folder) into DST in another library's layout."""
     from vitlab.weights import surgery
     from vitlab.utils.atomic import probe_writable, writing
@@ -63,7 +68,8 @@ def convert_cmd(src, dst, src_fmt, dst_fmt, img_size, num_classes, num_heads, gl
     probe_writable(Path(dst).parent, "DST")  # before the source is read
     src_fmt = src_fmt or detect_format(src)
     imp = import_weights(src, src_fmt, img_size=_size(img_size), num_classes=num_classes, model_name=model_name,
-                         resample=resample, align_corners=align_corners, num_heads=num_heads, global_pool=global_pool)
+                         resample=resample, align_corners=align_corners, num_heads=num_heads, global_pool=global_pool,
+                         norm_eps=norm_eps, no_embed_class=no_embed_class)
     if patch_size is not None and patch_size != imp.model.patch_embed.patch_size:
         imp.info["surgery"].append(surgery.set_patch_size(imp.model, patch_size, resample))
     with writing(dst, "DST"):
