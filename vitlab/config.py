@@ -24,10 +24,18 @@ T = TypeVar("T")
 
 @dataclass
 class AugmentSettings:
-    """Training-time augmentation (see vitlab.data.transforms.AugmentConfig)."""
+    """Training-time augmentation (see vitlab.data.transforms.AugmentConfig).
 
-    hflip: float = 0.0
-    random_resized_crop: bool = False
+    ``auto`` (random_resized_crop, hflip): on (crop, p=0.5) for a folder of photos, off for the
+    bundled digits and torchvision sets; the trainer writes the value it chose into config.yaml.
+    RandAugment: ``ra_num_ops`` ops at ``ra_magnitude`` out of ``ra_levels`` of each op's range
+    (torchvision's scale is 30, timm's ``--aa rand-m9`` is 10), varied per image by a normal
+    ``ra_magnitude_std`` (timm's mstd; above 100: uniform in [0, ra_magnitude]), each op applied
+    with probability ``ra_prob``.
+    """
+
+    hflip: float | Literal["auto"] = "auto"
+    random_resized_crop: bool | Literal["auto"] = "auto"
     scale: tuple[float, float] = (0.08, 1.0)
     crop_padding: int = 0
     crop_padding_mode: Literal["constant", "reflect"] = "constant"
@@ -35,7 +43,11 @@ class AugmentSettings:
     affine_translate: float = 0.0
     affine_scale: tuple[float, float] = (1.0, 1.0)
     randaugment: bool = False
-    ra_magnitude: int = 9
+    ra_num_ops: int = 2
+    ra_magnitude: float = 9
+    ra_levels: int = 30
+    ra_magnitude_std: float = 0.0
+    ra_prob: float = 1.0  # probability of applying each drawn op (timm: 0.5)
     color_jitter: float = 0.0
     random_erasing: float = 0.0
 
@@ -74,6 +86,7 @@ class OptimSettings:
     weight_decay: float = 0.05
     momentum: float = 0.9
     betas: tuple[float, float] = (0.9, 0.999)
+    schedule: Literal["cosine"] = "cosine"  # linear warmup, then cosine decay to min_lr (the engine's one schedule)
     warmup_epochs: float = 1.0
     clip_grad: float | None = 1.0
     label_smoothing: float = 0.1
@@ -204,8 +217,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return None
         if isinstance(value, str) and value.lower() in ("null", "none") and type(None) in args:
             return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], key)
+        errors = []
+        for inner in (a for a in args if a is not type(None)):  # the first member that takes the value
+            try:
+                return _coerce(value, inner, key)
+            except ConfigError as err:
+                errors.append(str(err).split(": ", 1)[-1].removeprefix("expected "))
+        raise ConfigError(f"{key}={value!r}: expected {' or '.join(errors)}")
     if origin is Literal:
         if value not in args:
             raise ConfigError(f"{key}={value!r}: expected one of {', '.join(map(str, args))}")
@@ -338,6 +356,32 @@ def resolve_config(
     """Defaults, then ``file``, then each override in order; ``smoke`` applies the recipe's smoke block."""
     return resolve_layered(TrainConfig, file, overrides, smoke,
                            {"epochs": 1, "max_steps_per_epoch": 5, "max_eval_images": 256})
+
+
+def resolve_auto_augment(cfg: TrainConfig, photos: bool) -> tuple[TrainConfig, str | None]:
+    """``cfg`` with its ``auto`` augmentation fields made concrete, and a line saying what was chosen.
+
+    For a folder of photos (``photos``, :func:`vitlab.data.sources.photo_source`): random-resized
+    crops (unless the recipe pads and crops, ``crop_padding``) and horizontal flips with p=0.5, the
+    usual ImageNet-style training augmentation; otherwise (bundled digits, torchvision sets) off.
+    The note is None when nothing was ``auto`` or nothing was switched on.
+    """
+    aug = cfg.data.augment
+    rrc, flip = aug.random_resized_crop, aug.hflip
+    if rrc == "auto":
+        rrc = photos and aug.crop_padding == 0
+    if flip == "auto":
+        flip = 0.5 if photos else 0.0
+    chosen = [f"random-resized crop (scale {aug.scale[0]:g}-{aug.scale[1]:g}) at the model's input size"
+              if rrc and aug.random_resized_crop == "auto" else "",
+              f"horizontal flip p={flip:g}" if flip and aug.hflip == "auto" else ""]
+    new = dataclasses.replace(aug, random_resized_crop=rrc, hflip=flip)
+    resolved = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, augment=new))
+    if not any(chosen):
+        return resolved, None
+    return resolved, ("training augmentation for a folder of photos (the default, data.augment fields auto): "
+                      + " + ".join(c for c in chosen if c)
+                      + "; set data.augment.random_resized_crop=false / data.augment.hflip=0 to turn it off")
 
 
 # Fields that may change when a run is resumed: they do not alter what is computed.

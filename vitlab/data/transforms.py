@@ -13,6 +13,7 @@ import torch
 from torchvision.transforms import v2
 
 from vitlab.data.image_ops import RandomAffine, RandomCropPad, RandomHFlip, ResizeCenterCrop, ToChannels, ToFloatNormalize
+from vitlab.data.randaugment import ScaledRandAugment
 from vitlab.errors import ConfigError
 
 Interpolation = Literal["bilinear", "bicubic", "nearest"]
@@ -72,12 +73,19 @@ class AugmentConfig:
     affine_degrees: float = 0.0
     affine_translate: float = 0.0  # max shift as a fraction of width / height
     affine_scale: tuple[float, float] = (1.0, 1.0)
-    randaugment: bool = False  # RandAugment, 2 ops at magnitude ra_magnitude
-    ra_magnitude: int = 9
+    randaugment: bool = False  # RandAugment (vitlab.data.randaugment): ra_num_ops ops at ra_magnitude / ra_levels
+    ra_num_ops: int = 2
+    ra_magnitude: float = 9  # out of ra_levels: torchvision's scale is 30, timm's (--aa rand-m9) 10
+    ra_levels: int = 30
+    ra_magnitude_std: float = 0.0  # per-op normal noise on the magnitude (timm's mstd)
+    ra_prob: float = 1.0  # probability of applying each drawn op (timm: 0.5)
     color_jitter: float = 0.0  # brightness, contrast and saturation strength
     random_erasing: float = 0.0  # probability, applied to the normalised tensor
 
     def __post_init__(self) -> None:
+        if isinstance(self.hflip, str) or isinstance(self.random_resized_crop, str):
+            raise ConfigError("augment hflip / random_resized_crop are 'auto': resolve them first "
+                              "(vitlab.config.resolve_auto_augment; the trainer does)")
         for name in ("hflip", "random_erasing"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"augment {name} is a probability in [0, 1], got {getattr(self, name)}")
@@ -92,8 +100,11 @@ class AugmentConfig:
                               f"got {self.crop_padding} / {self.crop_padding_mode!r}")
         if self.crop_padding and self.random_resized_crop:
             raise ConfigError("augment crop_padding and random_resized_crop are two crops; enable one")
-        if not 0 <= self.ra_magnitude <= 30:
-            raise ConfigError(f"augment ra_magnitude must be in [0, 30], got {self.ra_magnitude}")
+        if self.ra_levels < 1 or not 0 <= self.ra_magnitude <= self.ra_levels:
+            raise ConfigError(f"augment ra_magnitude must be in [0, ra_levels={self.ra_levels}], got {self.ra_magnitude}")
+        if self.ra_num_ops < 0 or self.ra_magnitude_std < 0 or not 0 <= self.ra_prob <= 1:
+            raise ConfigError(f"augment ra_num_ops and ra_magnitude_std must be >= 0, ra_prob in [0, 1], got "
+                              f"{self.ra_num_ops}, {self.ra_magnitude_std}, {self.ra_prob}")
 
     @property
     def affine(self) -> bool:
@@ -130,7 +141,8 @@ def build_train_transform(pre: Preprocess, aug: AugmentConfig) -> Transform:
         # Its ops are defined on uint8 (posterize, solarize thresholds), so before ToDtype; its
         # rotations and shears on tensors support nearest and bilinear only.
         warp = v2.InterpolationMode.NEAREST if pre.interpolation == "nearest" else v2.InterpolationMode.BILINEAR
-        steps.append(v2.RandAugment(num_ops=2, magnitude=aug.ra_magnitude, interpolation=warp))
+        steps.append(ScaledRandAugment(aug.ra_num_ops, aug.ra_magnitude, aug.ra_levels, aug.ra_magnitude_std,
+                                       aug.ra_prob, interpolation=warp))
     steps.append(ToFloatNormalize(pre.mean, pre.std))
     if aug.random_erasing > 0:
         # value 0 on the normalised tensor = the dataset mean colour.
