@@ -16,13 +16,13 @@ from typing import Callable
 import torch
 from torch.utils.data import Dataset
 
-from vitlab.config import RESUME_SAFE, TrainConfig, check_resume_config, save_config
+from vitlab.config import RESUME_SAFE, TrainConfig, check_resume_config, resolve_auto_augment, save_config
 from vitlab.data import AugmentConfig, ImageFolderDataset, Preprocess, build_eval_transform, build_train_transform, open_source
 from vitlab.data.bad_samples import ImagePolicy
 from vitlab.data.cache import cache_folder
 from vitlab.data.mixup import MixupCutmix
 from vitlab.data.seeded import SeededTransform
-from vitlab.data.sources import native_splits
+from vitlab.data.sources import native_splits, photo_source
 from vitlab.data.splits import SplitView
 from vitlab.engine import distributed
 from vitlab.engine.fit import FitResult, fit, seed_everything
@@ -141,6 +141,9 @@ def train(
     """Run (or continue) training as configured; returns the best and last validation metrics."""
     info = distributed.from_environment()
     say = echo if info.is_main else (lambda s: None)
+    cfg, note = resolve_auto_augment(cfg, photo_source(cfg.data.train or ""))  # config.yaml states the choice
+    if note:
+        say(note)
     prep = _prepare(cfg, say)
     run = RunDir(out)
     if info.is_main:
