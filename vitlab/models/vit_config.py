@@ -125,6 +125,11 @@ class ViTConfig:
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
 
+    @property
+    def layer_scale(self) -> bool:
+        """Whether the blocks have LayerScale (a weight file shows it; its initial value it cannot)."""
+        return self.init_values is not None
+
     def stem_layer_args(self) -> StemArgs:
         """The stem's typed arguments (a dataclass of :data:`vitlab.layers.tables.STEMS`)."""
         return STEMS.parse(self.stem, self.stem_args)

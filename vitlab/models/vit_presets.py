@@ -187,3 +187,67 @@ def vit_nano_convstem_patch4_28(**kw: Any) -> VisionTransformer:
 def vit_nano_patch4_28(**kw: Any) -> VisionTransformer:
     """Width 96, 4 blocks, 3 heads, MLP 192, plain patch-4 embedding on 28x28 grey digits."""
     return build_vit(ViTConfig(img_size=(28, 28), patch_size=4, **_NANO).replace(**_MNIST).replace(**kw))
+
+
+# ---------------------------------------------------------------------------- the ViTs people use now
+# timm's names, architectures and the preprocessing of each default pretrained tag (timm 1.0's
+# pretrained_cfg: mean / std / crop_pct / interpolation); num_classes as the default weights have it.
+_IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+_CLIP = dict(mean=(0.48145466, 0.4578275, 0.40821073), std=(0.26862954, 0.26130258, 0.27577711))
+_DINOV2 = dict(init_values=1e-5, num_classes=0, crop_pct=1.0, **_IMAGENET)  # LayerScale, features only
+_REG4 = dict(reg_tokens=4, no_embed_class=True)
+
+
+@register_model
+def deit3_small_patch16_224(**kw: Any) -> VisionTransformer:
+    """DeiT-III S/16 (Touvron et al. 2022): LayerScale 1e-6, position table over the patches only."""
+    return _vit("small", 16, 224, kw, no_embed_class=True, init_values=1e-6, crop_pct=0.9, **_IMAGENET)
+
+
+@register_model
+def deit3_base_patch16_224(**kw: Any) -> VisionTransformer:
+    """DeiT-III B/16 (Touvron et al. 2022): LayerScale 1e-6, position table over the patches only."""
+    return _vit("base", 16, 224, kw, no_embed_class=True, init_values=1e-6, crop_pct=0.9, **_IMAGENET)
+
+
+@register_model
+def vit_small_patch14_dinov2(**kw: Any) -> VisionTransformer:
+    """DINOv2 ViT-S/14 (Oquab et al. 2024): LayerScale 1e-5, 518 px (37 x 37 grid), features only."""
+    return _vit("small", 14, 518, kw, **_DINOV2)
+
+
+@register_model
+def vit_base_patch14_dinov2(**kw: Any) -> VisionTransformer:
+    """DINOv2 ViT-B/14: LayerScale 1e-5, 518 px (37 x 37 grid), features only."""
+    return _vit("base", 14, 518, kw, **_DINOV2)
+
+
+@register_model
+def vit_small_patch14_reg4_dinov2(**kw: Any) -> VisionTransformer:
+    """DINOv2 ViT-S/14 with 4 registers (Darcet et al. 2024); the position table covers the patches only."""
+    return _vit("small", 14, 518, kw, **_DINOV2, **_REG4)
+
+
+@register_model
+def vit_base_patch14_reg4_dinov2(**kw: Any) -> VisionTransformer:
+    """DINOv2 ViT-B/14 with 4 registers; the position table covers the patches only."""
+    return _vit("base", 14, 518, kw, **_DINOV2, **_REG4)
+
+
+@register_model
+def vit_base_patch16_reg4_gap_256(**kw: Any) -> VisionTransformer:
+    """ViT-B/16 at 256 with 4 registers, no class token, average pooling with fc_norm (timm)."""
+    return _vit("base", 16, 256, kw, class_token=False, global_pool="avg", fc_norm=True, crop_pct=0.9, **_REG4)
+
+
+@register_model
+def vit_base_patch16_clip_224(**kw: Any) -> VisionTransformer:
+    """CLIP ViT-B/16 image tower (Radford et al. 2021): norm_pre, no patch bias, LayerNorm eps 1e-5;
+    preprocessing of timm's default tag (laion2b_ft_in12k_in1k, a 1000-class fine-tune)."""
+    return _vit("base", 16, 224, kw, pre_norm=True, norm_eps=1e-5, crop_pct=0.95, **_CLIP)
+
+
+@register_model
+def vit_base_patch16_siglip_224(**kw: Any) -> VisionTransformer:
+    """SigLIP ViT-B/16 image tower (Zhai et al. 2023): no class token, attention-pooling (MAP) head."""
+    return _vit("base", 16, 224, kw, class_token=False, global_pool="map", num_classes=0, crop_pct=0.9)

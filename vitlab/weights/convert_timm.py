@@ -3,13 +3,16 @@
 vitlab's ViT keeps timm's parameter names, so the map is (almost) the identity, but it is still
 spelled out key by key so that an unknown or missing key is reported, not silently dropped.
 Conventions carried over: LayerNorm eps 1e-6, exact GELU; DeiT's distillation token and
-``head_dist``; ``no_embed_class`` tables (no class entry) get a zero class entry, which adds
-nothing to the class token, so the function is unchanged.
+``head_dist``; register tokens (``reg_token``), LayerScale (``ls1`` / ``ls2.gamma``), CLIP's
+``norm_pre`` and SigLIP's attention pooling (``attn_pool.*``). ``no_embed_class`` tables (no
+prefix entries: DeiT-III, DINOv2 with registers) get zero prefix rows and ``no_embed_class=True``
+(vitlab holds those rows at zero and never adds them); export drops the rows again.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from vitlab.errors import ConfigError
+from vitlab.layers import to_2tuple
 from vitlab.models.vit import VisionTransformer
 from vitlab.models.vit_config import ViTConfig
 from vitlab.weights.errors import MappingError
@@ -30,9 +35,12 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 RULES: tuple[Rule, ...] = (
     Rule("cls_token", "cls_token", optional=True),
     Rule("dist_token", "dist_token", optional=True),
+    Rule("reg_token", "reg_token", optional=True),
     Rule("pos_embed", "pos_embed", optional=True),
     Rule("patch_embed.proj.weight", "patch_embed.proj.weight"),
-    Rule("patch_embed.proj.bias", "patch_embed.proj.bias"),
+    Rule("patch_embed.proj.bias", "patch_embed.proj.bias", optional=True),  # absent under norm_pre (CLIP)
+    Rule("norm_pre.weight", "norm_pre.weight", optional=True),
+    Rule("norm_pre.bias", "norm_pre.bias", optional=True),
     Rule("blocks.{i}.norm1.weight", "blocks.{i}.norm1.weight"),
     Rule("blocks.{i}.norm1.bias", "blocks.{i}.norm1.bias"),
     Rule("blocks.{i}.attn.qkv.weight", "blocks.{i}.attn.qkv.weight"),
@@ -45,10 +53,15 @@ RULES: tuple[Rule, ...] = (
     Rule("blocks.{i}.mlp.fc1.bias", "blocks.{i}.mlp.fc1.bias"),
     Rule("blocks.{i}.mlp.fc2.weight", "blocks.{i}.mlp.fc2.weight"),
     Rule("blocks.{i}.mlp.fc2.bias", "blocks.{i}.mlp.fc2.bias"),
+    Rule("blocks.{i}.ls1.gamma", "blocks.{i}.ls1.gamma", optional=True),
+    Rule("blocks.{i}.ls2.gamma", "blocks.{i}.ls2.gamma", optional=True),
     Rule("norm.weight", "norm.weight", optional=True),
     Rule("norm.bias", "norm.bias", optional=True),
     Rule("fc_norm.weight", "fc_norm.weight", optional=True),
     Rule("fc_norm.bias", "fc_norm.bias", optional=True),
+    *(Rule(f"attn_pool.{k}", f"attn_pool.{k}", optional=True) for k in (
+        "latent", "q.weight", "q.bias", "kv.weight", "kv.bias", "proj.weight", "proj.bias", "norm.weight", "norm.bias",
+        "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias")),
     Rule("head.weight", "head.weight", optional=True),
     Rule("head.bias", "head.bias", optional=True),
     Rule("head_dist.weight", "head_dist.weight", optional=True),
@@ -62,10 +75,11 @@ def import_state(theirs: Mapping[str, torch.Tensor], source: str = "timm", **kno
     depth = block_depth(theirs, r"blocks\.(\d+)\.")
     state = to_vitlab(theirs, RULES, depth, source)
     n_prefix = int("cls_token" in state) + int("dist_token" in state)
-    if "pos_embed" in state and n_prefix:  # a table without prefix entries (timm's no_embed_class)
-        pos = state["pos_embed"]
-        n_pos = pos.shape[1]
-        if not _is_grid(n_pos - n_prefix, known.get("img_size"), state) and _is_grid(n_pos, known.get("img_size"), state):
+    n_prefix += int(state["reg_token"].shape[1]) if "reg_token" in state else 0
+    if "pos_embed" in state and n_prefix:
+        known = {**known, "no_embed_class": _no_embed_class(state, n_prefix, known, source)}
+        if known["no_embed_class"]:  # zero prefix rows: vitlab's one table layout (never added)
+            pos = state["pos_embed"]
             state["pos_embed"] = torch.cat([pos.new_zeros(1, n_prefix, pos.shape[2]), pos], 1)
     defaults = dict(norm_eps=1e-6, act="gelu")
     if "dist_token" in state:  # DeiT: ImageNet statistics
@@ -74,11 +88,31 @@ def import_state(theirs: Mapping[str, torch.Tensor], source: str = "timm", **kno
     return cfg, state
 
 
+def _no_embed_class(state: Mapping[str, torch.Tensor], n_prefix: int, known: Mapping[str, Any], source: str) -> bool:
+    """Whether the position table has no prefix entries (timm's no_embed_class), from its length.
+
+    Stated (``known``) wins. Else the length, with or without the prefix rows, must be the grid of
+    the given img_size or else a square grid, one way only: a length that fits both is refused,
+    naming the flags.
+    """
+    if known.get("no_embed_class") is not None:
+        return bool(known["no_embed_class"])
+    n = int(state["pos_embed"].shape[1])
+    p = int(state["patch_embed.proj.weight"].shape[-1])
+    if known.get("img_size") is not None:
+        h, w = to_2tuple(known["img_size"])
+        fits = [(h // p) * (w // p) == m for m in (n - n_prefix, n)]
+        if fits.count(True) == 1:
+            return fits[1]
+    square = [m > 0 and math.isqrt(m) ** 2 == m for m in (n - n_prefix, n)]
+    if all(square):
+        raise ConfigError(f"{source}: a position table of {n} entries fits a square grid with or without its "
+                          f"{n_prefix} prefix entries; pass --no-embed-class or --embed-class (or --img-size)")
+    return square[1]
+
+
 def _is_grid(n: int, img_size: Any, state: Mapping[str, torch.Tensor]) -> bool:
-    import math
-
-    from vitlab.layers import to_2tuple
-
+    """Whether n position entries are the grid of ``img_size`` or a square grid (the .npz reader's test)."""
     p = state["patch_embed.proj.weight"].shape[-1]
     if img_size is not None:
         h, w = to_2tuple(img_size)
@@ -95,15 +129,28 @@ def export_state(model: VisionTransformer) -> dict[str, torch.Tensor]:
         raise MappingError("export to timm: timm's VisionTransformer has no pre-logits layer (representation_size)")
     if cfg.stem != "patch" or cfg.pos_embed != "learn":
         raise MappingError(f"export to timm: stem {cfg.stem!r} / pos_embed {cfg.pos_embed!r} have no timm ViT equivalent here")
-    return from_vitlab(model.state_dict(), RULES, cfg.depth, "timm")
+    out = from_vitlab(model.state_dict(), RULES, cfg.depth, "timm")
+    if cfg.no_embed_class:  # timm's table has no prefix rows (vitlab's are zeros, never added)
+        out["pos_embed"] = out["pos_embed"][:, model.num_prefix_tokens :].contiguous()
+    return out
+
+
+# vitlab's activation -> the name timm's get_act_layer takes (create_model(..., act_layer="gelu_tanh"))
+TIMM_ACT = {"gelu": "gelu", "gelu_tanh": "gelu_tanh", "relu": "relu"}
 
 
 def timm_kwargs(cfg: ViTConfig) -> dict[str, Any]:
-    """JSON-friendly keyword arguments of timm's ``VisionTransformer`` (or ``VisionTransformerDistilled``)."""
+    """JSON-friendly keyword arguments of timm's ``VisionTransformer`` (or ``VisionTransformerDistilled``).
+
+    Everything but the LayerNorm eps, which timm takes only as a ``norm_layer`` callable: the
+    files vitlab writes carry it beside these (``numerics``).
+    """
     kw: dict[str, Any] = dict(
         img_size=list(cfg.img_size), patch_size=cfg.patch_size, in_chans=cfg.in_chans, num_classes=cfg.num_classes,
         embed_dim=cfg.embed_dim, depth=cfg.depth, num_heads=cfg.num_heads, mlp_ratio=cfg.mlp_dim / cfg.embed_dim,
         qkv_bias=cfg.qkv_bias, class_token=cfg.class_token, global_pool=cfg.global_pool, fc_norm=cfg.fc_norm,
+        reg_tokens=cfg.reg_tokens, no_embed_class=cfg.no_embed_class, init_values=cfg.init_values,
+        pre_norm=cfg.pre_norm, act_layer=TIMM_ACT[cfg.act],
     )
     return kw
 
@@ -121,6 +168,7 @@ def build_timm(cfg: ViTConfig) -> nn.Module:
     kw["norm_layer"] = partial(nn.LayerNorm, eps=cfg.norm_eps)
     kw["act_layer"] = {"gelu": nn.GELU, "gelu_tanh": GELUTanh, "relu": nn.ReLU}[cfg.act]
     if cfg.dist_token:
+        kw.pop("reg_tokens")
         kw.pop("class_token"), kw.pop("fc_norm")
         return VisionTransformerDistilled(**kw)
     return TimmViT(**kw)
@@ -207,14 +255,24 @@ def stated_fields(facts: Mapping[str, Any]) -> dict[str, Any]:
         if is_model(arch):  # vitlab registers timm's ViT names with timm's configs
             with torch.device("meta"):
                 ref = build_model(arch).config
-            out.update(num_heads=ref.num_heads, global_pool=ref.global_pool, norm_eps=ref.norm_eps, act=ref.act)
+            out.update({k: getattr(ref, k) for k in ARCH_FIELDS})
     kwargs = facts.get("kwargs") or {}
-    out.update({k: kwargs[k] for k in ("num_heads", "global_pool") if k in kwargs})
+    out.update({k: kwargs[k] for k in ("num_heads", "global_pool", "no_embed_class", "init_values") if k in kwargs})
+    if kwargs.get("act_layer") in TIMM_ACT.values():
+        out["act"] = next(k for k, v in TIMM_ACT.items() if v == kwargs["act_layer"])
     out.update({k: v for k, v in (facts.get("numerics") or {}).items() if k in ("norm_eps", "act")})
     pre = facts.get("pretrained_cfg") or {}
     if "mean" in pre and "std" in pre:
         out.update(mean=tuple(pre["mean"]), std=tuple(pre["std"]))
+    if isinstance(pre.get("crop_pct"), (int, float)):
+        out["crop_pct"] = float(pre["crop_pct"])
+    if pre.get("interpolation") in ("bilinear", "bicubic", "nearest"):
+        out["interpolation"] = pre["interpolation"]
     return out
+
+
+# What a timm architecture name fixes beyond the shapes (vitlab registers timm's names with timm's configs).
+ARCH_FIELDS = ("num_heads", "global_pool", "norm_eps", "act", "init_values", "no_embed_class")
 
 
 def source_from(theirs: Mapping[str, torch.Tensor], source: str, known: Mapping[str, Any]) -> Source:
@@ -256,20 +314,23 @@ def _peer_from_facts(facts: Mapping[str, Any], cfg: ViTConfig) -> nn.Module | No
     """timm's model built from the file's own description (None when it states none)."""
     import timm
 
-    arch, kwargs = facts.get("architecture"), dict(facts.get("kwargs") or {})
-    if arch and arch in timm.list_models():
-        return timm.create_model(arch, pretrained=False, **kwargs)
-    if not kwargs:
-        return None
     from functools import partial
 
     from timm.layers import GELUTanh
     from timm.models.vision_transformer import VisionTransformer as TimmViT
 
+    arch, kwargs = facts.get("architecture"), dict(facts.get("kwargs") or {})
     numerics = facts.get("numerics") or {}
-    kwargs["img_size"] = tuple(kwargs["img_size"]) if isinstance(kwargs.get("img_size"), list) else kwargs.get("img_size", 224)
-    kwargs["norm_layer"] = partial(nn.LayerNorm, eps=float(numerics.get("norm_eps", 1e-6)))
-    kwargs["act_layer"] = {"gelu": nn.GELU, "gelu_tanh": GELUTanh, "relu": nn.ReLU}[numerics.get("act", "gelu")]
+    if "img_size" in kwargs:
+        kwargs["img_size"] = tuple(kwargs["img_size"]) if isinstance(kwargs["img_size"], list) else kwargs["img_size"]
+    if numerics:  # what vitlab wrote beside the kwargs: eps (a norm_layer for timm) and the activation
+        kwargs["norm_layer"] = partial(nn.LayerNorm, eps=float(numerics.get("norm_eps", 1e-6)))
+        kwargs["act_layer"] = {"gelu": nn.GELU, "gelu_tanh": GELUTanh, "relu": nn.ReLU}[numerics.get("act", "gelu")]
+    if arch and arch in timm.list_models():
+        return timm.create_model(arch, pretrained=False, **kwargs)
+    if not kwargs:
+        return None
+    kwargs.setdefault("norm_layer", partial(nn.LayerNorm, eps=1e-6))
     return TimmViT(**kwargs)
 
 

@@ -25,11 +25,13 @@ from vitlab.registry import build_model, list_models
 if TYPE_CHECKING:  # annotations only: the format table imports the converters, which import this module's users
     from vitlab.weights.formats import WeightFormat
 
-FLAGS = {"num_heads": "--num-heads N", "global_pool": "--global-pool token|avg"}
+FLAGS = {"num_heads": "--num-heads N", "global_pool": "--global-pool token|avg", "norm_eps": "--norm-eps EPS",
+         "no_embed_class": "--no-embed-class / --embed-class"}
 
 # The fields a state dict fixes by its shapes and keys (everything but heads, pooling, numerics).
 SHAPE_FIELDS = ("patch_size", "in_chans", "embed_dim", "depth", "mlp_dim", "qkv_bias", "class_token", "dist_token",
-                "fc_norm", "representation_size", "pos_embed", "stem", "stem_args")
+                "fc_norm", "representation_size", "pos_embed", "stem", "stem_args", "reg_tokens", "no_embed_class",
+                "layer_scale", "pre_norm")
 
 
 @dataclass(frozen=True)
@@ -52,10 +54,15 @@ def _published() -> tuple[tuple[str, ViTConfig], ...]:
     return tuple(out)
 
 
+def _shape_key(cfg: ViTConfig) -> tuple[object, ...]:
+    """What the file's shapes and keys fix; an attention-pooling head has its own keys (attn_pool.*)."""
+    return (*(getattr(cfg, f) for f in SHAPE_FIELDS), cfg.global_pool == "map")
+
+
 def match_published(cfg: ViTConfig, fields: tuple[str, ...]) -> Match | None:
     """The published architecture with ``cfg``'s shapes, if all that match agree on ``fields``; else None."""
-    key = tuple(getattr(cfg, f) for f in SHAPE_FIELDS)
-    hits = [(n, c) for n, c in _published() if tuple(getattr(c, f) for f in SHAPE_FIELDS) == key]
+    key = _shape_key(cfg)
+    hits = [(n, c) for n, c in _published() if _shape_key(c) == key]
     if not hits:
         return None
     values = {f: getattr(hits[0][1], f) for f in fields}
