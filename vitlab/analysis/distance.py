@@ -4,11 +4,12 @@ For a head, the distance of query patch ``i`` is ``sum_j A[i, j] * ||pos(i) - po
 between patch centres; it is averaged over the query patches and the images. It is the analogue of
 a CNN's receptive field: small for heads that look locally, large for heads that look everywhere.
 
-Prefix tokens (the class token) have no position, so queries are always the patches. Their keys:
+Prefix tokens (class, distillation, registers: ``layout.num_prefix`` of them, read from the model)
+have no position, so queries are always the patches. Their keys:
 
 * ``"renormalize"`` (default): keys are the patches only and each row is renormalised to sum to 1,
   i.e. the distance of where a patch's attention over *other patches* goes.
-* ``"zero"``: the raw probabilities over patches, so mass on the class token counts as distance 0
+* ``"zero"``: the raw probabilities over patches, so mass on prefix tokens counts as distance 0
   (the convention of several public re-implementations that slice ``attn[..., 1:, 1:]``).
 
 Both agree for models without prefix tokens. Identity attention gives 0; uniform attention over

@@ -1,6 +1,8 @@
 """Attention entropy per head: how spread out each query's attention is (nats).
 
 0 when every query attends to one token; ``log T`` when it attends uniformly to all T tokens.
+Every query and key counts, prefix tokens (class, registers) included: entropy is about how a
+row spreads, not about the image, so nothing is sliced away.
 """
 
 from __future__ import annotations

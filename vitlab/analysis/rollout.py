@@ -5,6 +5,10 @@ the identity is added for the residual connection and the rows are renormalised;
 matrices are then multiplied through the network: ``R = A_L ... A_2 A_1``. Row ``i`` of ``R`` says
 how much of token ``i``'s final representation flows from each input token; the class row over
 the patches is the saliency map.
+
+The flow runs through every token, registers included (information does pass through them); only
+the saliency is read over the patch columns, and the share the class row draws from the prefix
+tokens is reported apart (:func:`vitlab.analysis.prefix.rollout_share`).
 """
 
 from __future__ import annotations
@@ -67,8 +71,11 @@ def attention_rollout(
 
 
 def rollout_saliency(rollout: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
-    """(B, T, T) rollout -> (B, gh, gw): the class row over the patches (mean patch row without one)."""
+    """(B, T, T) rollout -> (B, gh, gw): the class row over the patch columns, not renormalised.
+
+    Without a class token (mean-pooled, with or without registers): the mean of the patch rows.
+    """
     layout.check(rollout)
     p = layout.num_prefix
-    rows = rollout[:, 0, p:] if p else rollout[:, p:, p:].mean(dim=1)
+    rows = rollout[:, 0, p:] if layout.class_token else rollout[:, p:, p:].mean(dim=1)
     return rows.reshape(rollout.shape[0], *layout.grid)
