@@ -2,7 +2,8 @@
 
 Full (B, H, T, T) maps of one batch live only while that batch is processed; what is kept is small:
 per image and layer the distance, entropy and similarities, the class-token maps of the first
-``show`` images, and the rollout saliency of every image.
+``show`` images, the rollout saliency of every image, and the share of attention that goes to each
+kind of token (class, distillation, registers, patches; :mod:`vitlab.analysis.prefix`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from vitlab.analysis.distance import PrefixMode, mean_attention_distance
 from vitlab.analysis.entropy import attention_entropy
 from vitlab.analysis.layout import TokenLayout, layout_of
 from vitlab.analysis.maps import query_maps
+from vitlab.analysis.prefix import batch_shares, share_summary
 from vitlab.analysis.rollout import HeadFusion, attention_rollout, rollout_saliency
 from vitlab.errors import ConfigError
 
@@ -39,6 +41,7 @@ class AnalysisOptions:
     # collapse: cosine of the maps (the paper), or of the maps minus the uniform 1/T (as study collapse reports)
     collapse_similarity: Literal["raw", "centered"] = "raw"
     show: int = 4  # images whose per-head maps are kept for figures
+    outlier_factor: float = 2.0  # outliers: norm > factor x 90th-percentile patch norm (vitlab.analysis.outliers)
 
     def validate(self) -> None:
         if self.head_fusion not in ("mean", "max", "min"):
@@ -47,6 +50,9 @@ class AnalysisOptions:
             raise ConfigError(f"discard ratio must be in [0, 1), got {self.discard_ratio}")
         if self.distance_prefix not in ("renormalize", "zero"):
             raise ConfigError(f"distance prefix must be renormalize or zero, got {self.distance_prefix!r}")
+        if not self.outlier_factor > 1.0:
+            raise ConfigError(f"--outlier-factor must be above 1 (a multiple of the reference norm), "
+                              f"got {self.outlier_factor}")
         if self.collapse_similarity not in ("raw", "centered"):
             raise ConfigError(f"collapse similarity must be raw or centered, got {self.collapse_similarity!r}")
         for name in ("collapse_threshold", "head_threshold"):
@@ -68,6 +74,7 @@ class AttentionStats:
     saliency: torch.Tensor  # (N, gh, gw) rollout class row
     cls_maps: torch.Tensor  # (S, L, H, gh, gw) for the first S = min(show, N) images
     options: AnalysisOptions = field(default_factory=AnalysisOptions)
+    shares: dict[str, torch.Tensor] = field(default_factory=dict)  # see vitlab.analysis.prefix.batch_shares
 
     @property
     def num_images(self) -> int:
@@ -89,6 +96,9 @@ class AttentionStats:
             "grid": list(self.layout.grid),
             "patch_size": self.layout.patch_size,
             "num_prefix_tokens": self.layout.num_prefix,
+            "num_register_tokens": self.layout.num_registers,
+            "token_kinds": list(self.layout.groups()),
+            "attention_share": share_summary(self.shares, self.layout),
             "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in o.__dict__.items()},
             "mean_attention_distance_px": self.distance.mean(0).tolist(),
             "attention_entropy_nats": self.entropy.mean(0).tolist(),
@@ -115,6 +125,7 @@ def collect_attention(
     was_training = model.training
     model.eval()
     acc: dict[str, list[torch.Tensor]] = {k: [] for k in ("logits", "dist", "ent", "cross", "hsim", "sal", "cls")}
+    shares: list[dict[str, torch.Tensor]] = []
     shown = 0
     try:
         with capture_attention(model) as cap:
@@ -132,6 +143,7 @@ def collect_attention(
                 acc["hsim"].append(torch.stack([head_similarity(a) for a in maps], 1).float().cpu())
                 roll = attention_rollout(probs, o.head_fusion, o.discard_ratio)
                 acc["sal"].append(rollout_saliency(roll, layout).float().cpu())
+                shares.append(batch_shares(probs, roll, layout))
                 take = max(0, min(o.show - shown, x.shape[0]))
                 if take:
                     acc["cls"].append(torch.stack([query_maps(a[:take], layout) for a in maps], 1).float().cpu())
@@ -143,4 +155,4 @@ def collect_attention(
         raise ConfigError("no images to analyse")
     cat = {k: torch.cat(v) if v else torch.zeros(0) for k, v in acc.items()}
     return AttentionStats(names, layout, cat["logits"], cat["dist"], cat["ent"], cat["cross"], cat["hsim"],
-                          cat["sal"], cat["cls"], o)
+                          cat["sal"], cat["cls"], o, {k: torch.cat([s[k] for s in shares]) for k in shares[0]})
