@@ -1,5 +1,8 @@
 """``vitlab analyze``: the ViT and DeepViT papers' attention figures for any model, as PNGs + summary.json.
 
+``outliers`` (also in ``all``): high-norm patch tokens per layer (Darcet et al. 2024), with
+``--compare OTHER_MODEL`` beside (e.g. the same model with registers).
+
 On a DETR (checkpoint or preset name) it draws the DETR paper's figures instead: ``encoder``
 (self-attention of reference positions over the image) and ``decoder`` (each predicted object's
 cross-attention over the image); ``maps`` and ``all`` give both.
@@ -12,7 +15,8 @@ from pathlib import Path
 
 import click
 
-WHAT = ("maps", "rollout", "distance", "collapse", "entropy", "posembed", "filters", "encoder", "decoder", "all")
+WHAT = ("maps", "rollout", "distance", "collapse", "entropy", "posembed", "filters", "outliers", "encoder", "decoder",
+        "all")
 DETR_WHAT = {"maps": ("encoder", "decoder"), "all": ("encoder", "decoder"), "encoder": ("encoder",),
              "decoder": ("decoder",)}
 
@@ -40,6 +44,9 @@ def analysis_options(f):
                                              "else the softmax; or always the softmax."),
         click.option("--show", type=click.IntRange(min=1), default=4, show_default=True,
                      help="Images drawn with per-head maps."),
+        click.option("--outlier-factor", type=click.FloatRange(1.0, min_open=True), default=2.0, show_default=True,
+                     help="Outliers: a patch token whose norm exceeds this multiple of the 90th percentile of "
+                          "the patch norms of its image and layer."),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -47,12 +54,14 @@ def analysis_options(f):
 
 
 def make_options(head_fusion, discard_ratio, distance_prefix, collapse_threshold, head_threshold, which, show,
-                 collapse_similarity="raw", quiet=False):
+                 collapse_similarity="raw", quiet=False,
+                 outlier_factor=2.0):
     from vitlab.analysis import AnalysisOptions
 
     return AnalysisOptions(head_fusion=head_fusion, discard_ratio=discard_ratio, distance_prefix=distance_prefix,
                            collapse_threshold=collapse_threshold, head_threshold=head_threshold, which=which, show=show,
-                           collapse_similarity=collapse_similarity)
+                           collapse_similarity=collapse_similarity,
+                           outlier_factor=outlier_factor)
 
 
 @click.command("analyze")
@@ -64,8 +73,11 @@ def make_options(head_fusion, discard_ratio, distance_prefix, collapse_threshold
 @click.option("--img-size", type=click.IntRange(min=1), help="Input side for a registered model (or to resample a checkpoint).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--device", default="auto", show_default=True)
+@click.option("--compare", "compare_spec", help="Outliers: a second model (checkpoint or name) analysed on the same "
+                                                "images and shown beside, e.g. the same model with registers.")
 @analysis_options
-def analyze_cmd(what, model_spec, images, out, limit, img_size, batch_size, device, **opts) -> None:
+def analyze_cmd(what, model_spec, images, out, limit, img_size, batch_size, device, compare_spec,
+                **opts) -> None:
     """Compute WHAT (an analysis, or all) for a model and write figures to --out.
 
     For a DETR: encoder (self-attention of reference positions), decoder (cross-attention per
@@ -84,26 +96,52 @@ def analyze_cmd(what, model_spec, images, out, limit, img_size, batch_size, devi
     dev = resolve_device(device)
     loaded = load_model(model_spec, img_size, dev)
     if loaded.is_detr:
+        if compare_spec:
+            raise ConfigError(f"--compare: outliers compare two ViTs; {loaded.name} is a DETR")
         return _analyze_detr(what, loaded, images, Path(out), limit, options.show, dev)
     if what in ("encoder", "decoder"):
         raise ConfigError(f"analyze {what}: DETR only; {loaded.name} is not a DETR")
-    wanted = ANALYSES if what == "all" else (what,)
-    needs_images = any(w in IMAGE_ANALYSES for w in wanted)
+    wanted = (*ANALYSES, "outliers") if what == "all" else (what,)
+    if compare_spec and "outliers" not in wanted:
+        raise ConfigError(f"--compare: applies to analyze outliers and analyze all, not {what}")
+    needs_images = any(w in (*IMAGE_ANALYSES, "outliers") for w in wanted)
     if needs_images and not images:
         raise ConfigError(f"analyze {what}: needs --images (files, a folder or a source such as mnist-test)")
     figs, summary = [], {"model": loaded.name, "analyses": list(wanted)}
     if needs_images:
         imgs = load_images(images, loaded.preprocess, limit)
-        stats = collect_attention(loaded.model, attention_batches(imgs, batch_size, opts["quiet"]), options, dev)
-        figs += image_figures(wanted, stats, imgs.display, imgs.names)
-        summary.update(stats.summary())
+        if any(w in IMAGE_ANALYSES for w in wanted):
+            stats = collect_attention(loaded.model, attention_batches(imgs, batch_size, opts["quiet"]), options, dev)
+            figs += image_figures(wanted, stats, imgs.display, imgs.names)
+            summary.update(stats.summary())
         summary["image_names"] = imgs.names
+    if "outliers" in wanted:
+        ofigs, summary["outliers"] = _outliers(loaded, imgs, compare_spec, (images, limit, img_size, batch_size),
+                                               options, dev)
+        figs += ofigs
     wfigs, notes = weight_figures(wanted, loaded.model)
     figs += wfigs
     if what != "all" and notes:
         raise ConfigError(notes[0])
     summary["notes"] = notes
     _write(Path(out), figs, summary)
+
+
+def _outliers(loaded, imgs, compare_spec: str | None, feed: tuple, options, dev) -> tuple[list, dict]:
+    """The outlier figures and summary of ``loaded``; with ``--compare``, a second model on the same images."""
+    from vitlab.analysis.inputs import load_images, load_model
+    from vitlab.analysis.outlier_figures import outlier_section
+    from vitlab.errors import ConfigError
+
+    images, limit, img_size, batch_size = feed
+    other = None
+    if compare_spec:
+        o = load_model(compare_spec, img_size, dev)
+        if o.is_detr:
+            raise ConfigError(f"--compare {compare_spec}: a DETR; outliers compare two ViTs")
+        other = (o.name, o.model, load_images(images, o.preprocess, limit))  # its own preprocessing
+    return outlier_section(loaded.model, loaded.name, imgs, options.outlier_factor, options.show, batch_size, dev,
+                           other)
 
 
 def attention_batches(imgs, batch_size: int, quiet: bool):
