@@ -20,6 +20,7 @@ from vitlab.models.vit import VisionTransformer, build_vit
 # module imports, not ``from vitlab.weights import``: the package's __init__ imports this module
 import vitlab.weights.formats as formats  # noqa: I001
 import vitlab.weights.surgery as surgery  # noqa: I001
+from vitlab.weights.errors import MappingError
 from vitlab.weights.formats import detect_format, read_source
 from vitlab.weights.keymap import load_into
 from vitlab.weights.published import resolve_unstated
@@ -41,6 +42,14 @@ class Imported:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+# What a registered name contributes to an import: the fields a file may not state (heads,
+# pooling) and preprocessing. Not the numerics (LayerNorm eps, activation): those are the
+# source's own (its file, config.json or its format's convention, e.g. MindSpore's eps 1e-7 and
+# tanh GELU), and a preset's defaults must not overwrite them (issue 16: 7.5e-4 off otherwise).
+_FROM_NAME = ("num_heads", "global_pool", "mean", "std", "crop_pct", "interpolation")
+NUMERICS = ("norm_eps", "act")
+
+
 def _known_from_name(model_name: str | None) -> dict[str, Any]:
     if not model_name:
         return {}
@@ -48,8 +57,21 @@ def _known_from_name(model_name: str | None) -> dict[str, Any]:
 
     with torch.device("meta"):
         cfg = build_model(model_name).config
-    return {k: getattr(cfg, k) for k in ("num_heads", "global_pool", "norm_eps", "act", "mean", "std", "crop_pct",
-                                         "interpolation")}
+    return {k: getattr(cfg, k) for k in _FROM_NAME}
+
+
+def _hub_preprocess(path: Path, fmt: str) -> dict[str, Any]:
+    """crop_pct / interpolation / crop_mode a timm hub folder's pretrained_cfg states ({} otherwise)."""
+    if fmt != "timm" or not path.is_dir():
+        return {}
+    from vitlab.weights.convert_timm import file_facts
+
+    pre = file_facts(path).get("pretrained_cfg") or {}
+    out = {k: pre[k] for k in ("crop_pct", "interpolation", "crop_mode") if pre.get(k) is not None}
+    if out.get("interpolation") not in (None, "bilinear", "bicubic", "nearest"):
+        raise MappingError(f"{path}: pretrained_cfg interpolation {out['interpolation']!r} is not one vitlab applies "
+                           "(bilinear, bicubic, nearest)")
+    return out
 
 
 def import_weights(path: str | Path, fmt: str | None = None, *, img_size: int | tuple[int, int] | None = None,
@@ -62,14 +84,19 @@ def import_weights(path: str | Path, fmt: str | None = None, *, img_size: int | 
         img_size: run at this size; the position table is resampled (``resample``) when the
             weights were trained at another grid. Also disambiguates non-square grids.
         num_classes: a new head when it differs from the weights' (dropped keys are logged).
-        model_name: a registered name whose numerics (heads, eps, preprocessing) apply.
-        known: further ViTConfig fields (``num_heads``, ``norm_eps``, ``mean`` ...).
+        model_name: a registered name whose heads, pooling and preprocessing apply (not its
+            numerics: eps and activation are the source's, unless given in ``known``).
+        known: further ViTConfig fields (``num_heads``, ``norm_eps``, ``mean`` ...); they win.
     """
     fmt = fmt or detect_format(path)
-    known = {**_known_from_name(model_name), **{k: v for k, v in known.items() if v is not None}}
+    hub_pre = _hub_preprocess(Path(path), fmt)
+    known = {**_known_from_name(model_name), **{k: v for k, v in hub_pre.items() if k != "crop_mode"},
+             **{k: v for k, v in known.items() if v is not None}}
     if img_size is not None:
         known["img_size"] = to_2tuple(img_size)
     cfg, state, names, info = read_source(path, fmt, **known)
+    if "crop_mode" in hub_pre:
+        info = {**info, "preprocess": {"crop_mode": hub_pre["crop_mode"]}}
     cfg, assumed = resolve_unstated(cfg, formats.FORMATS[fmt], known, info.get("stated", ()), str(path))
     model = build_vit(cfg).eval()
     load_into(model, state, str(path))

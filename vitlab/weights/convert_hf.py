@@ -29,6 +29,32 @@ from vitlab.weights.source import Forward, Source
 
 _ACTS = {"gelu": "gelu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh", "gelu_fast": "gelu_tanh", "relu": "relu"}
 _ACTS_BACK = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu": "relu"}
+# PIL's resampling filters, as image processors store them (``resample``)
+_RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}
+_RESAMPLE_BACK = {v: k for k, v in _RESAMPLE.items()}
+# ConvNext's processor resizes the shorter side to size / crop_pct and centre-crops (timm's eval
+# transform) only below this size; at or above it, it squashes to the size without a crop.
+_CONVNEXT_CROP_BELOW = 384
+
+
+def processor_preprocess(pre: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """crop_pct, crop_mode and interpolation of an image processor config ({} when there is none).
+
+    ``ViTImageProcessor`` resizes both sides to ``size`` (vitlab: crop_mode "squash", crop_pct 1);
+    ``ConvNextImageProcessor`` below 384 px resizes the shorter side to size / crop_pct and crops
+    the centre (crop_mode "center"). Its ``resample`` (a PIL filter number) is the interpolation.
+    """
+    if not pre:
+        return {}
+    resample = pre.get("resample", 2)
+    if resample not in _RESAMPLE:
+        raise MappingError(f"{source}: preprocessor_config.json resample {resample!r} is not a filter vitlab applies "
+                           "(0 nearest, 2 bilinear, 3 bicubic)")
+    out: dict[str, Any] = {"interpolation": _RESAMPLE[resample], "crop_pct": 1.0, "crop_mode": "squash"}
+    size = pre.get("size") or {}
+    if "shortest_edge" in size and pre.get("crop_pct") and size["shortest_edge"] < _CONVNEXT_CROP_BELOW:
+        out.update(crop_pct=float(pre["crop_pct"]), crop_mode="center")
+    return out
 
 
 def rules(prefix: str) -> tuple[Rule, ...]:
@@ -140,6 +166,7 @@ def import_state(state: Mapping[str, torch.Tensor], config: Mapping[str, Any], p
         num_heads=int(config.get("num_attention_heads", 12)), norm_eps=float(config.get("layer_norm_eps", 1e-12)),
         act=_ACTS[act], img_size=tuple(img) if isinstance(img, (list, tuple)) else (int(img), int(img)),
         mean=tuple(pre.get("image_mean", (0.5, 0.5, 0.5))), std=tuple(pre.get("image_std", (0.5, 0.5, 0.5))),
+        **{k: v for k, v in processor_preprocess(pre, source).items() if k != "crop_mode"},
     )
     cfg = infer_vit_config(ours, source, **{**fields, **known})
     id2label = config.get("id2label") or {}
@@ -188,6 +215,29 @@ def hf_config(cfg: ViTConfig, class_names: list[str] | None = None) -> dict[str,
     return out
 
 
+def processor_config(cfg: ViTConfig, crop_mode: str = "center") -> dict[str, Any]:
+    """preprocessor_config.json that gives the model's own eval preprocessing in transformers.
+
+    Squash (or no crop at all: crop_pct 1 on a square input) is ``ViTImageProcessor``; a centre
+    crop is ``ConvNextImageProcessor`` (shorter side to size / crop_pct, then the crop), which
+    transformers applies only below 384 px: above that, and for non-square inputs, export refuses
+    rather than write a processor that prepares images differently.
+    """
+    h, w = cfg.img_size
+    common = {"do_resize": True, "resample": _RESAMPLE_BACK[cfg.interpolation], "do_rescale": True,
+              "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": list(cfg.mean), "image_std": list(cfg.std)}
+    if crop_mode == "squash" or (cfg.crop_pct == 1.0 and h == w):
+        # crop_pct < 1 in squash mode: both sides to size / crop_pct, then a crop; ViT's processor has no crop
+        if cfg.crop_pct != 1.0:
+            raise MappingError(f"export to hf: ViTImageProcessor cannot crop (crop_mode squash, crop_pct {cfg.crop_pct})")
+        return {"image_processor_type": "ViTImageProcessor", "size": {"height": h, "width": w}, **common}
+    if h != w or h >= _CONVNEXT_CROP_BELOW:
+        raise MappingError(f"export to hf: no transformers image processor centre-crops a {h}x{w} input at crop_pct "
+                           f"{cfg.crop_pct} (ConvNext's does below {_CONVNEXT_CROP_BELOW} px, square); set crop_pct 1.0")
+    return {"image_processor_type": "ConvNextImageProcessor", "size": {"shortest_edge": h}, "crop_pct": cfg.crop_pct,
+            **common}
+
+
 def write_folder(model: VisionTransformer, folder: str | Path, class_names: list[str] | None = None) -> None:
     """config.json + preprocessor_config.json + model.safetensors that ``from_pretrained`` loads."""
     folder = Path(folder)
@@ -195,10 +245,7 @@ def write_folder(model: VisionTransformer, folder: str | Path, class_names: list
     state = export_state(model)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(hf_config(cfg, class_names), indent=2))
-    h, w = cfg.img_size
-    pre = {"image_processor_type": "ViTImageProcessor", "do_resize": True, "size": {"height": h, "width": w},
-           "resample": {"bilinear": 2, "bicubic": 3, "nearest": 0}[cfg.interpolation], "do_rescale": True,
-           "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": list(cfg.mean), "image_std": list(cfg.std)}
+    pre = processor_config(cfg, (getattr(model, "pretrained_cfg", None) or {}).get("crop_mode", "center"))
     (folder / "preprocessor_config.json").write_text(json.dumps(pre, indent=2))
     write_safetensors(folder / "model.safetensors", state, {"format": "pt"})
 
@@ -221,7 +268,8 @@ def source_from(raw: tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, An
     """What :func:`read_folder` read (state, config.json, preprocessor config) in vitlab's layout."""
     theirs, config, pre = raw
     cfg, state, names = import_state(theirs, config, pre, source, **known)
-    return Source(cfg, state, names, {})
+    crop_mode = processor_preprocess(pre, source).get("crop_mode")
+    return Source(cfg, state, names, {"preprocess": {"crop_mode": crop_mode}} if crop_mode else {})
 
 
 def write_file(model: VisionTransformer, path: Path, class_names: list[str], info: Mapping[str, Any]) -> None:

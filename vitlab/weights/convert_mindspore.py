@@ -1,9 +1,10 @@
 """mindcv ViT (MindSpore) <-> vitlab.
 
 mindcv 0.3.0 names its ViT parameters as timm does, except LayerNorm's ``gamma`` / ``beta``.
-mindcv <= 0.2 and mindvision (whose ``vit_b_16_224.ckpt`` the MindSpore ViT tutorial loads) use
-``backbone.transformer.layers.{i}.{0,1}.cell.{0,1}...`` names; both layouts are read, 0.3.0's is
-written. Its
+Newer mindcv keeps the ``blocks.*`` body but puts the classifier in a ``DenseHead``
+(``head.classifier.*``). mindcv <= 0.2 and mindvision (whose ``vit_b_16_224.ckpt`` the MindSpore
+ViT tutorial loads) use ``backbone.transformer.layers.{i}.{0,1}.cell.{0,1}...`` names; all three
+layouts are read, 0.3.0's is written. Its
 numerics are MindSpore's defaults, not PyTorch's: ``nn.LayerNorm`` eps 1e-7 and ``nn.GELU`` with
 the tanh approximation; they are carried into the config (``norm_eps``, ``act``) so an imported
 model computes what MindSpore computes. Training checkpoints also hold optimizer moments and
@@ -99,6 +100,16 @@ def _legacy_names(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def _dense_head_names(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Newer mindcv's ``DenseHead`` (``head.classifier.weight``) -> 0.3.0's ``head.weight``; a
+    ``backbone.`` prefix (mindcv's BaseClassifier) is stripped."""
+    out = {}
+    for k, v in weights.items():
+        k = k[len("backbone."):] if k.startswith("backbone.") else k
+        out[{"head.classifier.weight": "head.weight", "head.classifier.bias": "head.bias"}.get(k, k)] = v
+    return out
+
+
 def is_training_state(key: str) -> bool:
     return key.startswith(OPTIMIZER_PREFIXES) or key in BOOKKEEPING
 
@@ -113,6 +124,7 @@ def import_state(theirs: Mapping[str, torch.Tensor], source: str = "mindspore",
         depth = block_depth(weights, r"transformer\.layers\.(\d+)\.")
         state = to_vitlab(weights, LEGACY_RULES, depth, source)
     else:
+        weights = _dense_head_names(weights)
         depth = block_depth(weights, r"blocks\.(\d+)\.")
         state = to_vitlab(weights, RULES, depth, source)
     defaults = dict(norm_eps=1e-7, act="gelu_tanh", mean=IMAGENET_MEAN, std=IMAGENET_STD, interpolation="bilinear")

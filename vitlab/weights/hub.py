@@ -5,9 +5,11 @@ then renames it into place: the cache never holds a partial or unverified file. 
 checked against, in this order (docs/weights.md lists it per spec):
 
 1. the SHA-256 pinned in the spec table, when there is one: all 256 bits;
-2. for ``hf://`` files, the Hugging Face hub's own SHA-256 of the file (the LFS object id the hub
-   sends as ``X-Linked-Etag`` on the resolve URL, read before following its redirect): all 256
-   bits; it is kept beside the cached file (``NAME.sha256``) so the cache is re-verified offline;
+2. for ``hf://`` files, the Hugging Face hub's own SHA-256 of the file: the spec table's hub
+   files are fetched by :func:`fetch` through ``huggingface_hub`` (:mod:`vitlab.weights.hfhub`:
+   its cache, offline mode, revisions) and checked against the SHA-256 their cache blob is named
+   by; :func:`download` of an ``hf://`` URL reads it from ``X-Linked-Etag`` on the resolve URL
+   and keeps it beside the cached file (``NAME.sha256``) so the cache is re-verified offline;
 3. for torchvision / mindcv style names (``vit_b_16-c867db91.pth``), the SHA-256 prefix in the
    name: 8 hex digits, i.e. 32 bits, which catches a torn or wrong file, not a crafted one;
 4. nothing else: such a download is used with a warning that it is not hash-checked.
@@ -30,6 +32,8 @@ import urllib.error
 import urllib.request
 import warnings
 from pathlib import Path
+import logging
+from collections.abc import Mapping
 from typing import Any
 
 from torch import nn
@@ -38,6 +42,7 @@ from vitlab.errors import DownloadError
 from vitlab.weights.errors import HashMismatchError, MappingError
 from vitlab.weights.specs import WeightSpec, get_spec, name_hash
 
+log = logging.getLogger("vitlab.weights")
 DEFAULT_CACHE = Path("~/.cache/vitlab").expanduser()
 HF_ENDPOINT = "https://huggingface.co"
 _CHUNK = 1 << 20
@@ -47,6 +52,8 @@ _NET_ERRORS = (urllib.error.URLError, TimeoutError, ConnectionError, http.client
 # Architecture fields a file must agree on with the model it is loaded into.
 ARCH_FIELDS = ("patch_size", "in_chans", "embed_dim", "depth", "num_heads", "mlp_dim", "qkv_bias", "class_token",
                "dist_token", "global_pool", "fc_norm", "representation_size", "stem", "norm_eps", "act")
+# Numerics: the weights' own win over the preset's (set_numerics), so they are not a mismatch.
+NUMERIC_FIELDS = ("norm_eps", "act")
 
 
 def resolve_url(url: str) -> str:
@@ -169,8 +176,21 @@ def download(url: str, dest: str | Path, sha256: str | None = None, timeout: flo
 
 
 def fetch(spec: WeightSpec, cache_dir: str | Path | None = None) -> Path:
-    """The local, verified file of a spec (downloaded on first use)."""
-    if not spec.url.startswith(("https://", "hf://", "file://")):
+    """The local, verified file of a spec (downloaded on first use).
+
+    ``hf://`` files go through ``huggingface_hub`` (its cache, ``HF_HUB_OFFLINE``, progress bar;
+    :mod:`vitlab.weights.hfhub`); plain URLs through :func:`download` into vitlab's cache.
+    """
+    if spec.url.startswith("hf://"):
+        from vitlab.weights.hfhub import hub_file
+
+        repo, file = spec.url[len("hf://"):].rsplit("/", 1)
+        path = hub_file(repo, file, cache_dir=cache_dir)
+        assert path is not None
+        if spec.sha256 and sha256_of(path) != spec.sha256.lower():
+            raise HashMismatchError(f"{spec.url}: sha256 of {path} differs from the pinned {spec.sha256}")
+        return path
+    if not spec.url.startswith(("https://", "file://")):
         raise MappingError(f"{spec.name}: refusing to download from {spec.url!r} (https, hf:// or file:// only)")
     return download(spec.url, Path(cache_dir or DEFAULT_CACHE) / spec.filename, spec.sha256)
 
@@ -182,33 +202,71 @@ def pretrained_overrides(model_name: str, tag: str) -> dict[str, Any]:
                 num_classes=spec.num_classes, img_size=spec.img_size, **spec.extra)
 
 
-def load_weights_into(model: nn.Module, model_name: str, pretrained: str | None = None, weights: str | Path | None = None,
-                      cache_dir: str | Path | None = None, resample: str = "bicubic-aa") -> dict[str, Any]:
-    """Fill a freshly built registry model from a spec tag (downloaded) or a local file (offline).
+def set_numerics(model: nn.Module, norm_eps: float, act: str) -> None:
+    """Give a built ViT other numerics in place: every LayerNorm's eps, every MLP's activation.
 
-    The file is converted at the model's numerics and resampled to its input size; a different
-    number of classes gives a new head. Architecture mismatches raise before anything is copied.
+    In place because callers (``train --weights``) hold the model; its config follows.
     """
+    from vitlab.layers.mlp import Mlp, make_activation
+
+    for m in model.modules():
+        if isinstance(m, nn.LayerNorm):
+            m.eps = norm_eps
+        elif isinstance(m, Mlp):
+            m.act = make_activation(act)  # type: ignore[arg-type]
+    model.config = model.config.replace(norm_eps=norm_eps, act=act)
+
+
+def _adopt_numerics(model: nn.Module, got: Any, path: Path, numerics: Mapping[str, Any]) -> dict[str, Any]:
+    """The source's eps / activation win over the preset's (unless given explicitly); returns what changed."""
+    cfg = model.config
+    want = {k: numerics.get(k, getattr(got, k)) for k in NUMERIC_FIELDS}
+    changed = {k: (getattr(cfg, k), v) for k, v in want.items() if getattr(cfg, k) != v}
+    if changed:
+        set_numerics(model, want["norm_eps"], want["act"])
+        log.warning("%s: using the weights' own numerics %s (the preset %s has %s)", path,
+                    ", ".join(f"{k}={v[1]!r}" for k, v in changed.items()), getattr(model, "model_name", None) or "model",
+                    ", ".join(f"{k}={v[0]!r}" for k, v in changed.items()))
+    return {k: v[1] for k, v in changed.items()}
+
+
+def load_weights_into(model: nn.Module, model_name: str, pretrained: str | None = None, weights: str | Path | None = None,
+                      cache_dir: str | Path | None = None, resample: str = "bicubic-aa",
+                      numerics: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Fill a freshly built registry model from a spec tag (downloaded) or a local file or folder (offline).
+
+    The file is converted at the model's size and heads and resampled to its input size; a
+    different number of classes gives a new head. The weights' own numerics (LayerNorm eps,
+    activation: MindSpore's 1e-7 and tanh GELU, an HF config.json's) replace the preset's, said
+    in one warning line, unless ``numerics`` fixes them. Architecture mismatches raise before
+    anything is copied. Sets ``model.class_names``, ``model.weights_info`` and ``model.pretrained_cfg``.
+    """
+    from vitlab.weights import pretrained_cfg as pcfg
     from vitlab.weights.api import import_weights
     from vitlab.weights.keymap import load_into
 
     if (pretrained is None) == (weights is None):
         raise MappingError("give exactly one of pretrained= (a tag) and weights= (a file)")
-    fmt = None
+    fmt, spec = None, None
     if pretrained is not None:
         spec = get_spec(model_name, pretrained)
         path, fmt = fetch(spec, cache_dir), spec.fmt
     else:
-        path = Path(weights)
+        path = Path(weights)  # type: ignore[arg-type]
     cfg = model.config
     imp = import_weights(path, fmt, img_size=cfg.img_size, num_classes=cfg.num_classes, num_heads=cfg.num_heads,
-                         global_pool=cfg.global_pool,
-                         norm_eps=cfg.norm_eps, act=cfg.act, resample=resample)
+                         global_pool=cfg.global_pool, resample=resample, **dict(numerics or {}))
     got = imp.model.config
-    wrong = [f"{f}: file {getattr(got, f)!r} vs model {getattr(cfg, f)!r}" for f in ARCH_FIELDS if getattr(got, f) != getattr(cfg, f)]
+    wrong = [f"{f}: file {getattr(got, f)!r} vs model {getattr(cfg, f)!r}" for f in ARCH_FIELDS
+             if f not in NUMERIC_FIELDS and getattr(got, f) != getattr(cfg, f)]
     if wrong:
         raise MappingError(f"{path}: weights do not fit {model_name}: " + "; ".join(wrong))
+    adopted = _adopt_numerics(model, got, path, numerics or {})
     load_into(model, imp.model.state_dict(), str(path))
+    info = {**imp.info, **({"numerics_from_weights": adopted} if adopted else {})}
     model.class_names = imp.class_names
-    model.weights_info = imp.info
-    return imp.info
+    model.weights_info = info
+    model.pretrained_cfg = (pcfg.from_spec(spec, model.config, imp.class_names) if spec is not None
+                            else pcfg.from_import(info, model.config, model_name, imp.class_names))
+    info["pretrained_cfg"] = pcfg.jsonable(model.pretrained_cfg)
+    return info

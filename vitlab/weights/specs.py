@@ -3,7 +3,8 @@
 Each :class:`WeightSpec` says where a checkpoint lives (a Hugging Face hub id + file, or a URL),
 its sha256 where known, what it expects (input size, mean, std, crop, interpolation), what it
 predicts (number of classes, label set), its source format and license. ``create_model(name,
-pretrained=TAG)`` looks ``name.TAG`` up here and downloads through :mod:`vitlab.weights.hub`.
+pretrained=TAG)`` (or ``create_model("name.TAG")``) looks ``name.TAG`` up here and downloads through
+:mod:`vitlab.weights.hub`; ``pretrained=True`` takes the model's first tag (:func:`default_tag`).
 """
 
 from __future__ import annotations
@@ -132,6 +133,16 @@ def hash_check(spec: WeightSpec) -> str:
 def list_specs(model: str | None = None) -> list[WeightSpec]:
     """Specs, all or those of one registered model."""
     return [s for s in SPECS if model is None or s.model == model]
+
+
+def default_tag(model: str) -> str:
+    """The tag ``pretrained=True`` loads: a model's first spec in :data:`SPECS` (as timm's first
+    pretrained tag is its default); ConfigError when none is listed."""
+    for spec in SPECS:
+        if spec.model == model:
+            return spec.tag
+    raise ConfigError(f"no pretrained weights are listed for {model}; pass weights=FILE (CLI: --weights FILE), "
+                      "or pretrained=False for an untrained model")
 
 
 def get_spec(model: str, tag: str) -> WeightSpec:
