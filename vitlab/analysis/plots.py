@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -45,14 +46,47 @@ def _normalise(a: np.ndarray) -> np.ndarray:
     return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
 
 
-def overlay(image: np.ndarray, heat: torch.Tensor | np.ndarray, alpha: float = 0.55, cmap: str = "jet") -> np.ndarray:
-    """An image (HxW or HxWx3 uint8) with a (gh, gw) map upsampled over it -> HxWx3 float in [0, 1]."""
+@dataclass(frozen=True)
+class Scale:
+    """The one colour scale of a heat-map figure, and the note drawn on it (None when there is none).
+
+    ``vmin`` / ``vmax`` are in the maps' own units (attention probability): every tile of the figure
+    maps a value to the same colour, and the colour bar shows that mapping.
+    """
+
+    vmin: float
+    vmax: float
+    note: str | None = None
+
+    def norm(self):
+        import matplotlib
+
+        return matplotlib.colors.Normalize(self.vmin, self.vmax, clip=True)
+
+
+def shared_scale(maps: torch.Tensor | np.ndarray, note: str | None = None) -> Scale:
+    """0 to the largest value of all ``maps``: absolute (0 is no attention), one for the whole figure."""
+    top = float(np.asarray(maps, dtype=np.float64).max()) if np.asarray(maps).size else 1.0
+    return Scale(0.0, top if top > 0 else 1.0, note)
+
+
+def overlay(image: np.ndarray, heat: torch.Tensor | np.ndarray, alpha: float = 0.55, cmap: str = "jet",
+            scale: Scale | None = None, mode: str = "bilinear") -> np.ndarray:
+    """An image (HxW or HxWx3 uint8) with a (gh, gw) map upsampled over it -> HxWx3 float in [0, 1].
+
+    With ``scale`` the map's values are coloured on that absolute scale (what vitlab's attention
+    figures use); without, the map is min-max stretched on its own (only for a lone picture: a flat
+    map then looks as crisp as a peaked one). ``alpha=1`` gives the map alone (no image showing
+    through, which would lend a flat map the image's shapes); ``mode="nearest"`` keeps the patches.
+    """
     import matplotlib
 
     base = _rgb(image)
     h = torch.as_tensor(np.asarray(heat, dtype=np.float32))[None, None]
-    up = torch.nn.functional.interpolate(h, size=base.shape[:2], mode="bilinear", align_corners=False)[0, 0].numpy()
-    colour = matplotlib.colormaps[cmap](_normalise(up))[..., :3]
+    kw = {"align_corners": False} if mode == "bilinear" else {}
+    up = torch.nn.functional.interpolate(h, size=base.shape[:2], mode=mode, **kw)[0, 0].numpy()
+    values = scale.norm()(up).filled(0.0) if scale is not None else _normalise(up)
+    colour = matplotlib.colormaps[cmap](values)[..., :3]
     grey = base.mean(axis=2, keepdims=True)
     return (1 - alpha) * grey + alpha * colour
 
@@ -72,47 +106,102 @@ def _upscale(img: np.ndarray, min_side: int = 56) -> np.ndarray:
     return img.repeat(k, axis=0).repeat(k, axis=1) if k > 1 else img
 
 
-def save_attention_maps(image: np.ndarray, cls_maps: torch.Tensor, dest: Dest, title: str = "") -> None:
-    """Rows = layers, columns = the image then one class-token map per head, overlaid on the image."""
+def _colourbar(fig, ax, scale: Scale, cmap: str, uniform: float | None, label: str) -> None:
+    """The figure's one colour bar; a dashed mark at the value a uniform map would have."""
+    import matplotlib
+
+    bar = fig.colorbar(matplotlib.cm.ScalarMappable(scale.norm(), cmap), ax=ax, fraction=0.035, pad=0.02)
+    bar.set_label(label, fontsize=7)
+    bar.ax.tick_params(labelsize=6)
+    if uniform is not None and scale.vmin <= uniform <= scale.vmax:
+        bar.ax.axhline(uniform, color="white", ls="--", lw=1)
+        bar.ax.text(1.6, uniform, "uniform", fontsize=6, va="center", transform=bar.ax.get_yaxis_transform())
+
+
+def _note(fig, note: str | None) -> None:
+    if note:
+        fig.text(0.5, -0.01, note, ha="center", va="top", fontsize=7, color="#a04000", wrap=True)
+
+
+def save_attention_maps(image: np.ndarray, cls_maps: torch.Tensor, dest: Dest, title: str = "",
+                        scale: Scale | None = None) -> Scale:
+    """Rows = blocks, columns = the image then one class-token map per head, overlaid on the image.
+
+    cls_maps: (L, H, gh, gw) attention probabilities. All tiles share one absolute scale (``scale``,
+    default 0 to the largest value here) shown by the colour bar; near-uniform maps get a note.
+    Returns the scale used. Blocks and heads are numbered from 1.
+    """
+    from vitlab.analysis.uniformity import normalised_entropy, uniform_note
+
     plt = _pyplot()
     L, H = cls_maps.shape[:2]
+    scale = scale or shared_scale(cls_maps, uniform_note(normalised_entropy(cls_maps), "block-head maps"))
     base = _upscale(_rgb(image))
-    tiles = np.stack([np.stack([base] + [overlay(base * 255, cls_maps[l, h]) for h in range(H)]) for l in range(L)])
+    # The maps alone, patch by patch: the image column is beside them, and an image blended under a
+    # flat map would lend it the image's shapes.
+    tiles = np.stack([np.stack([base] + [overlay(base * 255, cls_maps[l, h], 1.0, scale=scale, mode="nearest")
+                                         for h in range(H)]) for l in range(L)])
     big = mosaic(tiles, pad=max(1, base.shape[0] // 28))
-    th, tw = base.shape[0], base.shape[1]
-    fig, ax = plt.subplots(figsize=(min(1.0 * (H + 1) + 1, 18), min(1.0 * L + 0.8, 24)))
+    fig, ax = plt.subplots(figsize=(min(1.0 * (H + 1) + 1.8, 19), min(1.0 * L + 0.8, 24)))
     ax.imshow(big, interpolation="nearest")
     step_y, step_x = big.shape[0] / L, big.shape[1] / (H + 1)
-    ax.set_yticks([step_y * (l + 0.5) for l in range(L)], labels=[f"layer {l}" for l in range(L)], fontsize=7)
-    ax.set_xticks([step_x * (c + 0.5) for c in range(H + 1)], labels=["image"] + [f"head {h}" for h in range(H)],
+    ax.set_yticks([step_y * (l + 0.5) for l in range(L)], labels=[f"block {l + 1}" for l in range(L)], fontsize=7)
+    ax.set_xticks([step_x * (c + 0.5) for c in range(H + 1)], labels=["image"] + [f"head {h + 1}" for h in range(H)],
                   fontsize=7, rotation=90 if H > 8 else 0)
     ax.tick_params(length=0)
     for s in ax.spines.values():
         s.set_visible(False)
-    ax.set_title(title or f"class-token attention per layer and head ({th}x{tw} px)", fontsize=9)
+    ax.set_title(title or f"class-token attention per block and head ({base.shape[0]}x{base.shape[1]} px)", fontsize=9)
+    n = cls_maps.shape[-2] * cls_maps.shape[-1]
+    _colourbar(fig, ax, scale, "jet", 1.0 / n, "attention probability per patch")
+    _note(fig, scale.note)
     _save(fig, dest)
+    return scale
 
 
 def save_overlay_grid(images: Sequence[np.ndarray], heats: Sequence, titles: Sequence[str], dest: Dest,
-                      colours: Sequence[str] | None = None, suptitle: str = "") -> None:
-    """Each image above its saliency overlay; one column per image."""
+                      colours: Sequence[str] | None = None, suptitle: str = "", scale: Scale | None = None) -> Scale:
+    """Each image above its saliency map (the map alone, patch by patch); one column per image.
+
+    heats: (gh, gw) maps, all on one absolute scale (default 0 to their largest value) with one
+    colour bar; near-uniform maps get a note on the figure. Returns the scale used.
+    """
+    from vitlab.analysis.uniformity import normalised_entropy, uniform_note
+
     plt = _pyplot()
     n = len(images)
+    stacked = torch.stack([torch.as_tensor(np.asarray(h, dtype=np.float64)) for h in heats[:n]])
+    scale = scale or shared_scale(stacked, uniform_note(normalised_entropy(stacked), "saliency maps"))
     cols = max(1, min(n, 8))
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(2 * rows, cols, figsize=(1.9 * cols, 3.9 * rows), squeeze=False)
+    fig, axes = plt.subplots(2 * rows, cols, figsize=(1.9 * cols + 0.8, 3.9 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for i in range(n):
         r, c = 2 * (i // cols), i % cols
         base = _upscale(_rgb(images[i]))
         axes[r, c].imshow(base, interpolation="nearest")
-        axes[r, c].set_title(titles[i], fontsize=9, color=(colours[i] if colours else "black"))
-        axes[r + 1, c].imshow(overlay(base * 255, heats[i]), interpolation="nearest")
+        axes[r, c].set_title(titles[i], fontsize=8, color=(colours[i] if colours else "black"))
+        axes[r + 1, c].imshow(overlay(base * 255, heats[i], 1.0, scale=scale, mode="nearest"), interpolation="nearest")
     if suptitle:
         fig.suptitle(suptitle, fontsize=9)
     fig.tight_layout()
+    cells = stacked.shape[-2] * stacked.shape[-1]
+    _colourbar(fig, axes.ravel().tolist(), scale, "jet", float(stacked.sum(dim=(-2, -1)).mean()) / cells,
+               "saliency (share of the class token)")
+    _note(fig, scale.note)
     _save(fig, dest)
+    return scale
+
+
+def block_ticks(axis, num_blocks: int, offset: int = 1) -> None:
+    """Integer block numbers (from 1) on a matplotlib axis whose data runs ``offset`` .. ``offset + L - 1``.
+
+    Every block up to 16, then every 2nd / 4th ... so the labels never overlap.
+    """
+    every = max(1, math.ceil(num_blocks / 16))
+    where = list(range(0, num_blocks, every))
+    axis.set_ticks([w + offset for w in where], labels=[str(w + 1) for w in where])
 
 
 def save_per_head_dots(values: torch.Tensor, dest: Dest, ylabel: str, title: str,
@@ -123,13 +212,13 @@ def save_per_head_dots(values: torch.Tensor, dest: Dest, ylabel: str, title: str
     fig, ax = plt.subplots(figsize=(5.2, 3.6))
     colours = plt.get_cmap("tab20")(np.arange(H) % 20)
     for h in range(H):
-        ax.scatter(np.arange(1, L + 1), values[:, h].numpy(), s=14, color=colours[h], label=f"head {h}")
+        ax.scatter(np.arange(1, L + 1), values[:, h].numpy(), s=14, color=colours[h], label=f"head {h + 1}")
     if reference is not None:
         ax.axhline(reference[0], ls="--", lw=1, color="grey")
         ax.text(1, reference[0], reference[1], fontsize=7, va="bottom", color="grey")
-    ax.set_xlabel("network depth (layer)")
+    ax.set_xlabel("network depth (block)")
     ax.set_ylabel(ylabel)
-    ax.set_xticks(range(1, L + 1))
+    block_ticks(ax.xaxis, L)
     top = max(float(values.max()), reference[0] if reference else 0.0)
     ax.set_ylim(0, top * 1.1 + 1e-9)
     ax.set_title(title, fontsize=9)
@@ -183,58 +272,78 @@ def save_filters(components: torch.Tensor, explained: torch.Tensor, dest: Dest) 
 
 
 def save_collapse(cross: torch.Tensor, neighbours: dict[int, torch.Tensor], head_sim: torch.Tensor,
-                  dest: Dest, threshold: float, head_threshold: float, similar: Sequence[int]) -> None:
-    """DeepViT Fig. 3 / 5 style: layer-by-layer similarity, similarity to the next k blocks, heads."""
+                  dest: Dest, threshold: float, head_threshold: float, similar: Sequence[int],
+                  similarity: str = "raw", note: str | None = None) -> None:
+    """DeepViT Fig. 3 / 5 style: block-by-block similarity, similarity to the next k blocks, heads.
+
+    cross: (L, L); neighbours: k -> (L - k,); head_sim: (L, H, H); ``similar``: 0-based block
+    indices (drawn, like every block number here, from 1). ``note`` is printed under the panels.
+    """
     plt = _pyplot()
     L = cross.shape[0]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    im = axes[0].imshow(cross.numpy(), vmin=0, vmax=1, cmap="viridis")
+    low = -1.0 if similarity == "centered" else 0.0  # centred maps can point apart
+    im = axes[0].imshow(cross.numpy(), vmin=low, vmax=1, cmap="viridis", extent=(0.5, L + 0.5, L + 0.5, 0.5))
+    block_ticks(axes[0].xaxis, L)
+    block_ticks(axes[0].yaxis, L)
     axes[0].set_xlabel("block q")
     axes[0].set_ylabel("block p")
-    axes[0].set_title("cross-layer similarity M^{p,q}", fontsize=9)
+    axes[0].set_title(f"cross-layer similarity M^{{p,q}} ({similarity})", fontsize=9)
     fig.colorbar(im, ax=axes[0], fraction=0.046)
     for k, vals in neighbours.items():
         if len(vals):
             axes[1].plot(np.arange(1, len(vals) + 1), vals.numpy(), marker="o", ms=3, label=f"k = {k}")
     axes[1].axhline(threshold, ls="--", lw=1, color="grey")
-    axes[1].set_ylim(0, 1.05)
-    axes[1].set_xlabel("block index")
-    axes[1].set_ylabel("similarity to block + k")
+    axes[1].set_ylim(min(0.0, float(cross.min()) - 0.05), 1.05)
+    block_ticks(axes[1].xaxis, L)
+    axes[1].set_xlabel("block p")
+    axes[1].set_ylabel("similarity to block p + k")
     axes[1].set_title(f"{len(similar)} of {L} blocks similar to a neighbour (>= {threshold:g})", fontsize=9)
     axes[1].legend(fontsize=7, frameon=False)
-    heads = head_sim  # (L, H, H) mean over images
-    H = heads.shape[-1]
+    H = head_sim.shape[-1]
     off = ~torch.eye(H, dtype=torch.bool)
-    vals = [heads[l][off].numpy() for l in range(L)] if H > 1 else [np.zeros(1) for _ in range(L)]
+    vals = [head_sim[l][off].numpy() for l in range(L)] if H > 1 else [np.zeros(1) for _ in range(L)]
     axes[2].boxplot(vals, positions=np.arange(1, L + 1), widths=0.6, showfliers=False)
     axes[2].axhline(head_threshold, ls="--", lw=1, color="grey")
     axes[2].set_ylim(0, 1.05)
-    axes[2].set_xlabel("block index")
+    block_ticks(axes[2].xaxis, L)
+    axes[2].set_xlabel("block")
     axes[2].set_ylabel("similarity between heads")
     axes[2].set_title(f"within-block head similarity (threshold {head_threshold:g})", fontsize=9)
     fig.tight_layout()
+    _note(fig, note)
     _save(fig, dest)
 
 
-def save_curves(train: Sequence[dict], epochs: Sequence[dict], dest: Dest) -> None:
-    """Training loss per step, and validation loss / top-1 per epoch (from metrics.jsonl)."""
+def save_curves(records: Sequence[dict], dest: Dest):
+    """From a run's metrics.jsonl records: training loss per step with validation loss per epoch;
+    validation accuracy per epoch; the learning rate of every logged step (warmup visible).
+    Returns the (closed) matplotlib Figure, whose Axes hold the plotted data."""
+    from vitlab.utils.lr_curve import lr_points, lr_title
+
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    train = [r for r in records if r.get("kind") == "train" and "loss" in r]
+    ep = [r for r in records if r.get("kind") == "epoch" and "val_loss" in r]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.4))
     if train:
         axes[0].plot([r["step"] for r in train], [r["loss"] for r in train], lw=1, label="train loss (step)")
-    ep = [r for r in epochs if "val_loss" in r]
     if ep:
         axes[0].plot([r["step"] for r in ep], [r["val_loss"] for r in ep], marker="o", label="val loss (epoch)")
         axes[1].plot([r["epoch"] + 1 for r in ep], [r["val_top1"] for r in ep], marker="o", label="val top-1")
         if any("val_top5" in r for r in ep):
             axes[1].plot([r["epoch"] + 1 for r in ep], [r.get("val_top5", float("nan")) for r in ep], marker="s",
                          label="val top-5")
-    axes[0].set_xlabel("step")
-    axes[0].set_ylabel("loss")
-    axes[0].legend(fontsize=7, frameon=False)
-    axes[1].xaxis.get_major_locator().set_params(integer=True)
-    axes[1].set_xlabel("epoch")
-    axes[1].set_ylabel("accuracy (%)")
-    axes[1].legend(fontsize=7, frameon=False)
+    steps, rates, spacing = lr_points(records)
+    axes[2].plot(steps, rates, lw=1, marker="." if len(steps) <= 200 else None, ms=3, label="lr")
+    axes[2].set_title(lr_title(spacing), fontsize=9)
+    axes[2].ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    for ax, xl, yl in zip(axes, ("optimizer step", "epoch", "optimizer step"), ("loss", "accuracy (%)", "learning rate")):
+        ax.set_xlabel(xl)
+        ax.set_ylabel(yl)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    for ax in axes[:2]:
+        if ax.lines:
+            ax.legend(fontsize=7, frameon=False)
     fig.tight_layout()
     _save(fig, dest)
+    return fig

@@ -8,6 +8,7 @@ each with a one-line explanation of how to read it.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,16 +20,20 @@ from vitlab.analysis.collect import AnalysisOptions, AttentionStats, collect_att
 from vitlab.analysis.figures import ANALYSES, EXPLAIN, TITLES, Figure, _png, image_figures, weight_figures
 from vitlab.analysis.html import Section, render, table
 from vitlab.analysis.inputs import ImageSet, LoadedModel, load_images, load_model
+from vitlab.analysis.uniformity import normalised_entropy, uniform_note
 from vitlab.errors import CheckpointError, ConfigError, DataError
+from vitlab.evaluation.plots import prediction_caption
+from vitlab.utils.progress import track
 
 _EXPLAIN = {
     "summary": "What was analysed: the model, its weights and the images the figures below are computed on.",
-    "curves": "Left: training loss per logged step and validation loss per epoch; right: validation accuracy per "
-              "epoch. Curves that still fall at the end mean more epochs would help.",
+    "curves": "Left: training loss per logged step and validation loss per epoch; middle: validation accuracy per "
+              "epoch; right: the learning rate of every logged step (the warmup ramp, then the decay). Curves that "
+              "still fall at the end mean more epochs would help.",
     "confusion": "Rows are true classes, columns predicted ones; a strong diagonal is good, bright off-diagonal cells "
                  "are the classes the model confuses.",
-    "predictions": "Each image with its top prediction (green when right, red when wrong) above the attention-rollout "
-                   "saliency: where the model looked to decide.",
+    "predictions": "Each image with its top prediction, 'class (p=probability), true: class' (green when right, red "
+                   "when wrong), above its attention-rollout saliency on one absolute scale: where the model looked.",
 }
 
 
@@ -95,8 +100,10 @@ def build_report(
     options: AnalysisOptions | None = None,
     device: torch.device | str = "cpu",
     batch_size: int = 32,
+    quiet: bool = False,
 ) -> str:
-    """The report page (HTML string) for a run folder or checkpoint."""
+    """The report page (HTML string) for a run folder or checkpoint; a progress bar on a terminal
+    stderr while the attention pass runs (not with ``quiet``)."""
     o = options or AnalysisOptions()
     run = resolve_target(target)
     loaded = load_model(str(run.checkpoint), device=device)
@@ -120,16 +127,19 @@ def build_report(
         sections.append(_curves(run.records))
     figs: list[Figure] = []
     if imgs is not None:
-        stats = collect_attention(loaded.model, imgs.batches(batch_size), o, device)
+        batches = track(imgs.batches(batch_size), "attention", total=math.ceil(len(imgs) / batch_size), unit="batch",
+                        quiet=quiet)
+        stats = collect_attention(loaded.model, batches, o, device)
         sections += _outcome(loaded, stats, imgs)
         figs += image_figures(ANALYSES, stats, imgs.display, imgs.names)
     wfigs, wnotes = weight_figures(ANALYSES, loaded.model)
     figs += wfigs
     for kind in ANALYSES:
         mine = [f for f in figs if f.kind == kind]
-        missing = [n for n in wnotes if n.startswith(kind + ":")]
-        if mine or missing:
-            sections.append(Section(kind, TITLES[kind], EXPLAIN[kind], [(f.title, f.png) for f in mine], notes=missing))
+        said = [n for n in wnotes if n.startswith(kind + ":")] + [f.note for f in mine if f.note]
+        if mine or said:
+            sections.append(Section(kind, TITLES[kind], EXPLAIN[kind], [(f.title, f.png) for f in mine],
+                                    notes=list(dict.fromkeys(said))))
     subtitle = f"{loaded.name} - {run.run_dir or run.checkpoint}"
     return render(f"vitlab report: {loaded.name}", subtitle, sections)
 
@@ -148,9 +158,7 @@ def _summary(loaded: LoadedModel, run: RunInputs, imgs: ImageSet | None, notes: 
 
 
 def _curves(records: list[dict]) -> Section:
-    train = [r for r in records if r.get("kind") == "train" and "loss" in r]
-    epochs = [r for r in records if r.get("kind") == "epoch"]
-    png = _png(lambda f: plots.save_curves(train, epochs, f))
+    png = _png(lambda f: plots.save_curves(records, f))
     return Section("curves", "Training curves", _EXPLAIN["curves"], [("training curves", png)])
 
 
@@ -175,9 +183,11 @@ def _outcome(loaded: LoadedModel, stats: AttentionStats, imgs: ImageSet) -> list
     for i in range(k):
         name = classes[int(pred[i])] if int(pred[i]) < len(classes) else str(int(pred[i]))
         truth = imgs.truths[i]
-        titles.append(f"{name} {100 * float(conf[i]):.0f}%" + (f" (true {truth})" if truth else ""))
+        titles.append(prediction_caption(name, float(conf[i]), truth))
         colours.append("black" if truth is None else ("green" if truth == name else "red"))
-    png = _png(lambda f: plots.save_overlay_grid(imgs.display[:k], stats.saliency[:k], titles, f, colours))
-    out.append(Section("predictions", "Predictions with attention overlays", _EXPLAIN["predictions"],
-                       [("predictions", png)]))
+    heats = stats.saliency[:k]
+    scale = plots.shared_scale(heats, uniform_note(normalised_entropy(heats), "saliency maps"))
+    png = _png(lambda f: plots.save_overlay_grid(imgs.display[:k], heats, titles, f, colours, scale=scale))
+    out.append(Section("predictions", "Predictions with attention rollout", _EXPLAIN["predictions"],
+                       [("predictions", png)], notes=[scale.note] if scale.note else []))
     return out

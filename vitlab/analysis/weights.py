@@ -37,10 +37,7 @@ def patch_embedding_components(model: nn.Module, k: int = 28) -> tuple[torch.Ten
     ``k`` components (sign fixed so the largest entry is positive) and their explained-variance
     ratios (k,). Needs a linear patch projection (a conv with kernel = stride = P).
     """
-    proj = getattr(getattr(model, "patch_embed", None), "proj", None)
-    if not isinstance(proj, nn.Conv2d) or proj.kernel_size[0] == 1 or proj.kernel_size != proj.stride:
-        raise ConfigError(f"{type(model).__name__} has no linear patch projection (a conv stem / hybrid "
-                          "embeds through convolutions; its filters are not patch filters)")
+    proj = _linear_patch_projection(model)
     w = proj.weight.detach().double()  # (D, C, P, P)
     flat = w.reshape(w.shape[0], -1)
     flat = flat - flat.mean(dim=0, keepdim=True)
@@ -51,3 +48,25 @@ def patch_embedding_components(model: nn.Module, k: int = 28) -> tuple[torch.Ten
     comps = comps * torch.where(signs == 0, torch.ones_like(signs), signs)
     var = s**2
     return comps.reshape(k, *w.shape[1:]).float(), (var[:k] / var.sum().clamp_min(1e-30)).float()
+
+
+def _linear_patch_projection(model: nn.Module) -> nn.Conv2d:
+    """The patch embedding's projection when it is a linear map of image pixels, else ConfigError.
+
+    Linear means: the only convolution of the stem, kernel = stride (non-overlapping patches), and
+    its input channels are the image's. A conv / CNN / ResNet stem's last projection acts on learned
+    feature maps (e.g. 64 channels): its weights are not image filters and are not drawn as such.
+    """
+    embed = getattr(model, "patch_embed", None)
+    proj = getattr(embed, "proj", None)
+    name = type(model).__name__
+    if not isinstance(proj, nn.Conv2d):
+        raise ConfigError(f"{name} has no patch projection (patch_embed.proj) to draw as filters")
+    convs = [m for m in embed.modules() if isinstance(m, nn.Conv2d)]
+    in_chans = getattr(getattr(model, "config", None), "in_chans", proj.in_channels)
+    linear = convs == [proj] and proj.kernel_size == proj.stride and proj.in_channels == in_chans
+    if not linear:
+        raise ConfigError(f"{name}'s stem ({type(embed).__name__}) is not a linear patch projection of the image: its "
+                          f"projection maps {proj.in_channels} feature channels with {len(convs) - 1} conv(s) before "
+                          "it, so its weights are not image filters; the filter figure is for the 'patch' stem")
+    return proj

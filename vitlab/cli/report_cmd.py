@@ -29,8 +29,8 @@ def report_cmd(target, images, out, limit, batch_size, device, **opts) -> None:
     path = Path(target)
     dest = Path(out) if out else (path / "report.html" if path.is_dir() else path.with_name(path.stem + ".report.html"))
     probe_writable(dest.parent, "--out")  # before the analyses run
-    page = build_report(target, images, limit, options, resolve_device(device), batch_size)
+    page = build_report(target, images, limit, options, resolve_device(device), batch_size, quiet=opts["quiet"])
     with writing(dest, "--out"):
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_text(page, encoding="utf-8")
-    click.echo(f"wrote {dest} ({dest.stat().st_size / 1e6:.1f} MB)")
+    click.echo(f"wrote {dest} (1 file, {dest.stat().st_size / 1e6:.1f} MB, images inline)")

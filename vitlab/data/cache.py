@@ -19,6 +19,7 @@ from vitlab.data.folder import ImageFolderDataset
 from vitlab.data.image_io import open_image, read_header
 from vitlab.data.tensor_dataset import TensorImageDataset
 from vitlab.errors import DataError
+from vitlab.utils.progress import track
 
 # 32x32 RGB: 3 KiB an image, so 1 GiB holds ~350k CIFAR images; above this the cache is refused.
 MAX_CACHE_BYTES = 8 * 2**30
@@ -30,7 +31,7 @@ _FAST_MODES = frozenset({"L", "RGB"})
 
 
 def cache_folder(
-    dataset: ImageFolderDataset, transform: Callable[[torch.Tensor], Any] | None = None
+    dataset: ImageFolderDataset, transform: Callable[[torch.Tensor], Any] | None = None, quiet: bool = False
 ) -> TensorImageDataset:
     """All of ``dataset``'s images as one uint8 tensor (N, 3, H, W) with its labels and classes.
 
@@ -39,7 +40,8 @@ def cache_folder(
     that cannot be read. JPEG / PNG / WebP / GIF decode through ``torchvision.io`` (the same pixels
     as PIL for baseline JPEG, without PIL's per-call overhead: ~50 us for a 32x32 JPEG instead of
     ~300); other formats, and anything it rejects, go through PIL. Every file passes the guarded
-    header check first (allowed format, ``dataset.policy``'s pixel limit).
+    header check first (allowed format, ``dataset.policy``'s pixel limit). A progress bar with rate
+    and ETA shows on stderr when it is a terminal (not with ``quiet``).
     """
     if not len(dataset):
         raise DataError(f"{dataset.root}: nothing to cache")
@@ -51,7 +53,8 @@ def cache_folder(
         raise DataError(f"{dataset.root}: {len(dataset)} images of {w}x{h} need {need / 2**30:.1f} GiB, "
                         f"more than the cache's {MAX_CACHE_BYTES / 2**30:.0f} GiB limit; set data.cache false")
     images = torch.empty((len(dataset), c, h, w), dtype=torch.uint8)
-    for index, (path, _) in enumerate(dataset.samples):
+    samples = track(dataset.samples, f"caching {dataset.root.name}", unit="img", quiet=quiet)
+    for index, (path, _) in enumerate(samples):
         image = first if index == 0 else _decode(path, limit)
         if image.shape != first.shape:
             raise DataError(f"{path}: {image.shape[2]}x{image.shape[1]} differs from {w}x{h} "

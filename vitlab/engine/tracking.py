@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from vitlab.utils.atomic import writing
+from vitlab.utils.lr_curve import lr_points, lr_title
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +84,10 @@ def _figure(path: Path, series: list[Series], xlabel: str, ylabel: str, title: s
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, xs, ys, style in series:
-        ax.plot(xs, ys, style, lw=0.8 if style == "-" else 1.5, label=label)
+        ax.plot(xs, ys, style, lw=0.8 if style in ("-", ".-") else 1.5, ms=3, label=label)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
+    ax.xaxis.get_major_locator().set_params(integer=True)  # steps and epochs are whole numbers
     if len(series) > 1:
         ax.legend()
     ax.set_title(title)
@@ -116,8 +118,9 @@ def write_plots(metrics: Path, folder: Path) -> list[Path]:
         loss = [("train (per logged step)", steps, [r["loss"] for r in train], "-")]
         loss += [("validation", [r["step"] for r in val], [r["val_loss"] for r in val], "o-")] if val else []
         written.append(_figure(folder / "loss.png", loss, "optimizer step", "loss", "loss"))
-        written.append(_figure(folder / "lr.png", [("lr", steps, [r["lr"] for r in train], "-")], "optimizer step",
-                               "learning rate", "learning rate (of each logged step)"))
+        lr_steps, rates, spacing = lr_points(records)  # every step the log holds: the warmup ramp shows
+        written.append(_figure(folder / "lr.png", [("lr", lr_steps, rates, ".-" if len(rates) <= 200 else "-")],
+                               "optimizer step", "learning rate", lr_title(spacing)))
     if any("val_top1" in r for r in epochs):
         acc = (_by_epoch(epochs, "train_top1", "train top-1", "o-") + _by_epoch(epochs, "val_top1", "val top-1", "o-")
                + _by_epoch(epochs, "ema_val_top1", "EMA val top-1", "o--"))

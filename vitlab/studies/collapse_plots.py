@@ -33,7 +33,7 @@ def plot_study(results: dict[str, Any], folder: str | Path) -> list[Path]:
     for k, depth in enumerate(depths):
         ax = fig.add_subplot(1, len(depths), k + 1)
         for r in (r for r in runs if r["depth"] == depth):
-            x = list(range(len(r["softmax"]["adjacent"])))
+            x = list(range(1, len(r["softmax"]["adjacent"]) + 1))  # blocks numbered from 1, as every figure
             ax.plot(x, r["softmax"]["adjacent"], "o-", ms=3, color=color[r["variant"]],
                     label=f"{r['variant']} (softmax)")
             if r["mixed"]["adjacent"] != r["softmax"]["adjacent"]:
@@ -44,7 +44,7 @@ def plot_study(results: dict[str, Any], folder: str | Path) -> list[Path]:
                         label=f"{r['variant']} at init (softmax)")
         ax.axhline(results["threshold"], color="grey", lw=0.8, ls=":")
         ax.set_title(f"{depth} blocks")
-        ax.set_xlabel("block p (0-based)")
+        ax.set_xlabel("block p")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylim(-0.05, 1.02)
         if k == 0:
@@ -58,7 +58,10 @@ def plot_study(results: dict[str, Any], folder: str | Path) -> list[Path]:
     fig = _figure(3.6 * len(panels), 3.4)
     for k, (r, kind) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), k + 1)
-        im = ax.imshow(r[kind]["matrix"], vmin=0, vmax=1, cmap="viridis")
+        n = len(r[kind]["matrix"])
+        im = ax.imshow(r[kind]["matrix"], vmin=0, vmax=1, cmap="viridis", extent=(0.5, n + 0.5, n + 0.5, 0.5))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(f"{r['variant']}, {'maps used' if kind == 'mixed' else 'softmax'}", fontsize=9)
         ax.set_xlabel("block q")
         if k == 0:

@@ -10,14 +10,21 @@ MACs count the matrix products (linear layers, convolutions, the two attention p
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from vitlab.errors import VitlabError
 from vitlab.layers import Attention
+from vitlab.utils.atomic import atomic_write
 
 
 def count_params(model: nn.Module) -> int:
@@ -70,3 +77,60 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
     finally:
         for m, training in modes:
             m.training = training
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vitlab")
+    except PackageNotFoundError:  # a source tree on sys.path
+        return "source"
+
+
+def default_cache_file() -> Path:
+    """Where ``vitlab models --macs`` keeps its counts: ``$VITLAB_CACHE/macs.json`` (default ~/.cache/vitlab)."""
+    return Path(os.environ.get("VITLAB_CACHE") or "~/.cache/vitlab").expanduser() / "macs.json"
+
+
+class MacsCache:
+    """MACs per model configuration, kept in one JSON file so a count is computed once per machine.
+
+    The key is a digest of the model's config dataclass, the input shape and the package version:
+    any change of architecture (or of vitlab's counting) gives a new key, never a stale count.
+    """
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or default_cache_file()
+        self.dirty = False
+        try:
+            self.entries: dict[str, int] = json.loads(self.path.read_text())
+        except (OSError, ValueError):  # missing or torn: start afresh, the counts are cheap to redo
+            self.entries = {}
+
+    @staticmethod
+    def key(model: nn.Module, input_shape: tuple[int, ...]) -> str:
+        cfg = getattr(model, "config", None)
+        fields = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else repr(cfg)
+        blob = json.dumps([type(model).__qualname__, fields, list(input_shape), _version()], sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+    def macs(self, model: nn.Module, input_shape: tuple[int, int, int, int]) -> int:
+        """The cached count, else :func:`count_macs` (remembered until :meth:`save`)."""
+        k = self.key(model, input_shape)
+        if k not in self.entries:
+            self.entries[k] = count_macs(model, input_shape)
+            self.dirty = True
+        return self.entries[k]
+
+    def save(self) -> str | None:
+        """Write the file if anything was added; returns why it could not be written, else None."""
+        if not self.dirty:
+            return None
+        blob = json.dumps(self.entries, sort_keys=True).encode()
+        try:
+            atomic_write(self.path, lambda f: f.write(blob))
+        except VitlabError as err:  # a read-only or full cache folder costs speed, not correctness
+            return str(err)
+        self.dirty = False
+        return None
