@@ -33,6 +33,9 @@ def export_cmd(checkpoint, out, fmt, opset, no_verify) -> None:
 
 def _export(model, ckpt, out: str, fmt: str, opset: int, no_verify: bool) -> None:
     """Write ``model`` to ``out`` as ``fmt`` and say what was written."""
+    # One step with no measurable progress inside (tracing, then the check): say it has begun, on stderr.
+    check = "" if no_verify or fmt not in _GRAPHS else ", then running it against the model"
+    click.echo(f"exporting {ckpt.model.__class__.__name__} as {fmt}{check} ...", err=True)
     if fmt == "onnx":
         from vitlab.weights.export import export_onnx
 
