@@ -31,7 +31,7 @@ def eval_cmd(checkpoint, data, split, batch_size, workers, device, precision, ou
     """Evaluate CHECKPOINT (a vitlab .safetensors) on a dataset."""
     from torch.utils.data import DataLoader
 
-    from vitlab.data import ImageFolderDataset, Preprocess, build_eval_transform, open_source
+    from vitlab.data import ImageFolderDataset, create_transform, open_source
     from vitlab.api import load_checkpoint
     from vitlab.evaluation.inference import evaluate
     from vitlab.errors import DataError
@@ -47,7 +47,7 @@ def eval_cmd(checkpoint, data, split, batch_size, workers, device, precision, ou
         from vitlab.data.sources import native_splits
 
         split = "test" if "test" in native_splits(data) else "val"
-    ds = open_source(data, split, build_eval_transform(Preprocess.from_config(ckpt.model.config)))
+    ds = open_source(data, split, create_transform(ckpt.model))  # the weights' own preprocessing
     if isinstance(ds, ImageFolderDataset):
         ds.verify()
     if list(ds.classes) != list(ckpt.class_names):
@@ -101,7 +101,7 @@ def _run_probes(ckpt, test_ds, train_source: str, probes: tuple[str, ...], shots
     """Frozen-feature probes: train features from ``train_source``'s train split, test on ``test_ds``."""
     from torch.utils.data import DataLoader
 
-    from vitlab.data import Preprocess, build_eval_transform, open_source
+    from vitlab.data import create_transform, open_source
     from vitlab.errors import ConfigError, DataError
     from vitlab.evaluation.probe import extract_features, few_shot_accuracy, knn_accuracy
 
@@ -109,7 +109,7 @@ def _run_probes(ckpt, test_ds, train_source: str, probes: tuple[str, ...], shots
         shot_list = [int(s) for s in shots.split(",") if s.strip()]
     except ValueError:
         raise ConfigError(f"--shots {shots!r}: expected comma-separated integers, e.g. 1,5,10,25") from None
-    train_ds = open_source(train_source, "train", build_eval_transform(Preprocess.from_config(ckpt.model.config)))
+    train_ds = open_source(train_source, "train", create_transform(ckpt.model))
     if list(train_ds.classes) != list(test_ds.classes):
         raise DataError(f"--probe-train {train_source}: classes differ from the evaluation data's")
     n = len(ckpt.class_names)
