@@ -40,7 +40,7 @@ def predict_cmd(checkpoint, images, data, limit, topk, fmt, grid, device, max_im
     """
     import torch
 
-    from vitlab.data import Preprocess, build_eval_transform
+    from vitlab.data import create_transform
     from vitlab.api import load_checkpoint
     from vitlab.errors import ConfigError, DataError
     from vitlab.evaluation.plots import prediction_caption, save_prediction_grid
@@ -54,7 +54,7 @@ def predict_cmd(checkpoint, images, data, limit, topk, fmt, grid, device, max_im
     dev = resolve_device(device)
     ckpt = load_checkpoint(checkpoint, dev)
     model, classes = ckpt.model.eval(), ckpt.class_names
-    transform = build_eval_transform(Preprocess.from_config(model.config))
+    transform = create_transform(model)  # the weights' own preprocessing (pretrained_cfg), as timm's
     names, raws, truths, bad = _gather(images, data, limit, max_image_pixels)
     k = min(topk, len(classes))
     rows = []
