@@ -196,5 +196,5 @@ def test_patch_embedding_components_are_orthonormal() -> None:
     flat = comps.reshape(10, -1).double()
     torch.testing.assert_close(flat @ flat.T, torch.eye(10, dtype=torch.float64), atol=1e-5, rtol=0)
     assert (explained[:-1] >= explained[1:]).all() and 0 < float(explained.sum()) <= 1
-    with pytest.raises(ConfigError, match="no linear patch projection"):
+    with pytest.raises(ConfigError, match="linear patch projection"):
         patch_embedding_components(create_model("vit_pico_convstem_patch4_28", depth=1))
