@@ -26,6 +26,7 @@ from vitlab.layers.mlp import Activation
 from vitlab.layers.pos_embed import ResampleMethod, resample_pos_embed, sincos_2d
 from vitlab.layers.recorder import record_attention
 from vitlab.models.vit_config import ViTConfig
+from vitlab.models.vit_intermediates import OutputFmt, TimmResult, timm_intermediates
 
 
 class Block(nn.Module):
@@ -344,14 +345,28 @@ class VisionTransformer(nn.Module):
         x: torch.Tensor,
         indices: int | Sequence[int] | None = None,
         return_attn: bool = False,
-    ) -> dict[str, Any]:
+        *,
+        norm: bool | None = None,
+        output_fmt: OutputFmt | None = None,
+        intermediates_only: bool | None = None,
+        return_prefix_tokens: bool | None = None,
+        stop_early: bool | None = None,
+        output_dict: bool | None = None,
+    ) -> dict[str, Any] | TimmResult:
         """Run the model and return what happens inside it.
+
+        Any of timm's keywords (``norm``, ``output_fmt``, ``intermediates_only``,
+        ``return_prefix_tokens``, ``stop_early``, ``output_dict``) selects timm's contract: what
+        timm's ``VisionTransformer.forward_intermediates`` returns, e.g. ``intermediates_only=True``
+        gives a list of (B, D, gh, gw) maps (see :mod:`vitlab.models.vit_intermediates`; also
+        :meth:`forward_intermediates_timm`). Without them, vitlab's dict below.
 
         Args:
             x: (B, C, H, W) images.
             indices: blocks to report: None for all, an int n for the last n, or a list of block
                 indices (negative counts from the end).
-            return_attn: also return attention probabilities of those blocks (explicit path).
+            return_attn: also return attention probabilities of those blocks (explicit path;
+                vitlab's dict only).
 
         Returns:
             dict with stable keys:
@@ -363,6 +378,12 @@ class VisionTransformer(nn.Module):
               ``logits``: (B, num_classes); ``grid_size``: (gh, gw);
               ``num_prefix_tokens``: int. T = num_prefix_tokens + gh * gw.
         """
+        timm_kw = dict(norm=norm, output_fmt=output_fmt, intermediates_only=intermediates_only,
+                       return_prefix_tokens=return_prefix_tokens, stop_early=stop_early, output_dict=output_dict)
+        if any(v is not None for v in timm_kw.values()):
+            if return_attn:
+                raise ValueError("return_attn belongs to vitlab's dict contract, not timm's (given with timm's keywords)")
+            return self.forward_intermediates_timm(x, indices, **{k: v for k, v in timm_kw.items() if v is not None})
         wanted = _resolve_indices(indices, len(self.blocks))
         # The one recorder (vitlab.layers.recorder) on the reported blocks' attention; its hooks switch
         # them to the explicit path for this call only.
@@ -387,6 +408,25 @@ class VisionTransformer(nn.Module):
             "grid_size": self.patch_embed.grid_size,
             "num_prefix_tokens": self.num_prefix_tokens,
         }
+
+    def forward_intermediates_timm(
+        self, x: torch.Tensor, indices: int | Sequence[int] | None = None, norm: bool = False,
+        output_fmt: OutputFmt = "NCHW", intermediates_only: bool = False, return_prefix_tokens: bool = False,
+        stop_early: bool = False, output_dict: bool = False,
+    ) -> TimmResult:
+        """timm's ``forward_intermediates`` (see :func:`vitlab.models.vit_intermediates.timm_intermediates`)."""
+        return timm_intermediates(self, x, _resolve_indices(indices, len(self.blocks)), norm, output_fmt,
+                                  intermediates_only, return_prefix_tokens, stop_early, output_dict)
+
+    def get_intermediate_layers(
+        self, x: torch.Tensor, n: int | Sequence[int] = 1, reshape: bool = False,
+        return_prefix_tokens: bool = False, norm: bool = False,
+    ) -> list[Any]:
+        """DINO's interface (as timm's): the last n (or listed) blocks' patch tokens, (B, N, D), or
+        (B, D, gh, gw) with ``reshape``."""
+        out = self.forward_intermediates_timm(x, n, norm=norm, output_fmt="NCHW" if reshape else "NLC",
+                                              intermediates_only=True, return_prefix_tokens=return_prefix_tokens)
+        return list(out)
 
 
 def _check_args(global_pool: str, class_token: bool, dist_token: bool, reg_tokens: int, pos_embed: str) -> None:
