@@ -170,7 +170,7 @@ class WdsDataset(Dataset):
         """Per class: the sample count and a digest of (shard file name, key, image size) of ``indices`` (all)."""
         ix = self.index
         rows = range(len(ix)) if indices is None else indices
-        return labelled_fingerprint(self.classes, ((self.targets[i], f"{ix.shards[int(ix.shard[i])].name}\0{ix.key[i]}"
+        return labelled_fingerprint(self.classes, ((self.targets[i], f"{ix.shards[int(ix.shard[i])].name}\0{ix.key_of(i)}"
                                                     f"\0{int(ix.size[i])}") for i in rows))
 
 
