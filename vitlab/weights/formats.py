@@ -20,6 +20,7 @@ from vitlab.models.vit_config import ViTConfig
 # module imports, not ``from vitlab.weights import``: that would import the package's __init__,
 # which imports vitlab.weights.api, which imports this table
 import vitlab.weights.convert_hf as convert_hf
+import vitlab.weights.convert_hf_dinov2 as convert_hf_dinov2
 import vitlab.weights.convert_mindspore as convert_mindspore
 import vitlab.weights.convert_npz as convert_npz
 import vitlab.weights.convert_timm as convert_timm
@@ -98,6 +99,10 @@ _TABLE = (
     WeightFormat("timm", "timm vit_* / deit_* / ResNet hybrid state dict, or a timm hub folder",
                  (".safetensors", ".pth", ".pt", ".bin"), convert_timm.is_timm, convert_timm.read_file,
                  convert_timm.source_from, convert_timm.write_file, convert_timm.peer, unstated=_timm_unstated),
+    # before "hf", whose detector takes any folder: this one's config.json names a DINOv2 model type
+    WeightFormat("hf_dinov2", "Hugging Face transformers Dinov2Model / Dinov2WithRegistersModel folder (import only)",
+                 (".safetensors", ".bin"), convert_hf_dinov2.is_dinov2_folder, convert_hf_dinov2.read_folder,
+                 convert_hf_dinov2.source_from, None, convert_hf_dinov2.peer),
     WeightFormat("hf", "Hugging Face transformers ViT folder", (".safetensors", ".bin"), lambda path: path.is_dir(),
                  convert_hf.read_folder, convert_hf.source_from, convert_hf.write_file, convert_hf.peer),
     WeightFormat("torchvision", "torchvision vit_* state dict", (".pth",), None, read_state,
