@@ -59,7 +59,7 @@ def create_model(name: str, pretrained: bool | str | None = None, weights: str |
     hub = parse_hub_id(name) if "/" in name else None
     if hub is not None:
         return _from_hub(name, hub[0], hub[1], pretrained, weights, overrides)
-    name, tag = _name_and_tag(name, pretrained)
+    name, tag = name_and_tag(name, pretrained)
     if tag is None and weights is None:
         model = build_model(name, **overrides)
         _describe_untrained(model, name)
@@ -76,7 +76,7 @@ def create_model(name: str, pretrained: bool | str | None = None, weights: str |
     return model
 
 
-def _name_and_tag(name: str, pretrained: bool | str | None) -> tuple[str, str | None]:
+def name_and_tag(name: str, pretrained: bool | str | None) -> tuple[str, str | None]:
     """(registered name, tag or None) from ``name`` / ``"name.tag"`` and ``pretrained``."""
     from vitlab.weights.specs import default_tag
 
