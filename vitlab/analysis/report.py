@@ -140,8 +140,19 @@ def build_report(
         if mine or said:
             sections.append(Section(kind, TITLES[kind], EXPLAIN[kind], [(f.title, f.png) for f in mine],
                                     notes=list(dict.fromkeys(said))))
+    if imgs is not None:
+        sections.append(_outliers(loaded, imgs, o, batch_size, device))
     subtitle = f"{loaded.name} - {run.run_dir or run.checkpoint}"
     return render(f"vitlab report: {loaded.name}", subtitle, sections)
+
+
+def _outliers(loaded: LoadedModel, imgs: ImageSet, o: AnalysisOptions, batch_size: int,
+              device: torch.device | str) -> Section:
+    """High-norm outlier tokens per block (Darcet et al. 2024): figures and a one-line verdict."""
+    from vitlab.analysis import outlier_figures as of
+
+    figs, summary = of.outlier_section(loaded.model, loaded.name, imgs, o.outlier_factor, o.show, batch_size, device)
+    return Section(of.KIND, of.TITLE, of.EXPLAIN, [(f.title, f.png) for f in figs], notes=[of.outlier_note(summary)])
 
 
 def _summary(loaded: LoadedModel, run: RunInputs, imgs: ImageSet | None, notes: list[str]) -> Section:
