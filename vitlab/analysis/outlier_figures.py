@@ -62,8 +62,8 @@ def _save_norms(norms: TokenNorms, models: Sequence[tuple[str, TokenNorms]], des
     left.axhline(norms.factor, ls="--", lw=1, color="grey")
     left.text(0, norms.factor, f"cut: {norms.factor:g} x reference", fontsize=7, va="bottom", color="grey")
     left.set_yscale("log")
-    left.set_xticks(range(L))  # block indices, as in summary.json
-    left.set(xlabel="block", ylabel="norm / 90th-percentile patch norm")
+    plots.block_ticks(left.xaxis, L, offset=0)  # numbered from 1 like every block figure
+    left.set(xlabel="network depth (block)", ylabel="norm / 90th-percentile patch norm")
     left.set_title(f"token norms after each block ({N} images)", fontsize=9)
     if "registers" in groups or "class" in groups:
         left.legend(fontsize=7, frameon=False, loc="center right")
@@ -71,11 +71,11 @@ def _save_norms(norms: TokenNorms, models: Sequence[tuple[str, TokenNorms]], des
         frac = t.outliers.float().mean(dim=(0, 2)).numpy() * 100
         right.plot(np.arange(len(frac)), frac, marker="o", ms=3,
                    label=f"{label} ({t.layout.num_registers} registers)")
-    right.set(xlabel="block", ylabel="outlier patch tokens (%)")
-    right.xaxis.get_major_locator().set_params(integer=True)
+    plots.block_ticks(right.xaxis, max(len(t.layer_names) for _, t in models), offset=0)
+    right.set(xlabel="network depth (block)", ylabel="outlier patch tokens (%)")
     right.set_ylim(bottom=0)
     right.legend(fontsize=7, frameon=False)
-    right.set_title("outlier fraction per layer", fontsize=9)
+    right.set_title("outlier fraction per block", fontsize=9)
     fig.tight_layout()
     plots._save(fig, dest)
 
@@ -99,7 +99,7 @@ def _save_maps(norms: TokenNorms, display: Sequence[np.ndarray], names: Sequence
                                interpolation="nearest")
         fig.colorbar(im, ax=axes[i, 1], fraction=0.046, pad=0.04)
         axes[i, 0].set_title(_short(names[i]), fontsize=8)
-        axes[i, 1].set_title(f"norm / reference, {norms.layer_names[layer]}", fontsize=8)
+        axes[i, 1].set_title(f"norm / reference, block {layer + 1}", fontsize=8)
         for ax in axes[i]:
             ax.axis("off")
     fig.tight_layout()
@@ -128,3 +128,13 @@ def outlier_section(model: nn.Module, name: str, images: ImageSet, factor: float
             o_model, o_images.batches(batch_size), factor, device))]
         summary["compare"] = compare([(name, norms), *others])
     return outlier_figures(norms, images.display, images.names, show, others, name), summary
+
+
+def outlier_note(summary: dict[str, Any]) -> str:
+    """One line for a report: how many patch tokens are outliers, from which block, by which rule."""
+    frac, where = summary["outlier_fraction"], summary["layers_with_outliers"]
+    first = f"from block {where[0] + 1} on ({len(where)} of {len(summary['layers'])} blocks)" if where else "in no block"
+    line = f"{100 * frac:.2f}% of patch tokens are outliers, {first}; rule: {summary['rule']}"
+    for other in summary.get("compare", [])[1:]:
+        line += f"; {other['model']}: {100 * other['outlier_fraction']:.2f}%"
+    return line
