@@ -94,8 +94,8 @@ def parse_timm_rand(spec: str) -> dict[str, Any]:
             if value not in (0, 1):
                 raise ConfigError(f"--aa {spec}: inc must be 0 or 1")
             continue
-        if key == "n" and not value.is_integer():
-            raise ConfigError(f"--aa {spec}: n (the number of ops) must be a whole number")
+        if key in ("m", "n") and not value.is_integer():  # as timm reads them
+            raise ConfigError(f"--aa {spec}: {key} must be a whole number")
         fields[_TIMM_KEYS[key]] = int(value) if key == "n" else value  # type: ignore[index]
     if not 0 <= fields["ra_magnitude"] <= TIMM_LEVELS:
         raise ConfigError(f"--aa {spec}: magnitude must be in [0, {TIMM_LEVELS}] (timm's scale)")
