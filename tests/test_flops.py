@@ -80,3 +80,56 @@ def test_count_macs_leaves_model_as_it_was() -> None:
     fused = [m.fused for m in model.modules() if isinstance(m, Attention)]
     assert fused == [False] + [True] * 5
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+# ------------------------------------------------------------------------ the MACs cache and `vitlab models`
+def test_macs_cache_counts_once_and_keys_on_the_config(tmp_path, monkeypatch) -> None:
+    import vitlab.utils.flops as flops
+
+    path = tmp_path / "macs.json"
+    cache = flops.MacsCache(path)
+    tiny = _meta("vit_tiny_patch16_224")
+    first = cache.macs(tiny, (1, 3, 224, 224))
+    assert first == count_macs(tiny, (1, 3, 224, 224)) and cache.save() is None and path.is_file()
+
+    def no_count(*args, **kwargs):
+        raise AssertionError("counted again")
+
+    monkeypatch.setattr(flops, "count_macs", no_count)
+    again = flops.MacsCache(path)
+    assert again.macs(_meta("vit_tiny_patch16_224"), (1, 3, 224, 224)) == first  # from the file
+    with pytest.raises(AssertionError, match="counted again"):  # another config is another key
+        again.macs(_meta("vit_tiny_patch16_224", depth=6), (1, 3, 224, 224))
+    with pytest.raises(AssertionError, match="counted again"):  # and another input
+        again.macs(tiny, (1, 3, 192, 192))
+
+
+def test_macs_cache_survives_a_torn_or_unwritable_file(tmp_path) -> None:
+    import vitlab.utils.flops as flops
+
+    (tmp_path / "macs.json").write_text('{"abc": 1')  # torn
+    cache = flops.MacsCache(tmp_path / "macs.json")
+    assert cache.entries == {}
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    cache = flops.MacsCache(blocker / "macs.json")  # its folder is a file: cannot be written
+    cache.macs(_meta("vit_pico_patch4_28"), (1, 1, 28, 28))
+    assert cache.save() is not None
+
+
+def test_models_lists_without_macs_unless_asked(tmp_path, monkeypatch, capsys) -> None:
+    import json
+
+    from vitlab.cli.main import main
+
+    monkeypatch.setenv("VITLAB_CACHE", str(tmp_path))
+    assert main(["models", "vit_tiny*"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:3] == ["model", "params", "GMACs"] and out[-1].endswith("MACs with --macs")
+    row = next(line for line in out if line.startswith("vit_tiny_patch16_224 "))
+    assert row.split()[1:3] == ["5,717,416", "-"] and not (tmp_path / "macs.json").exists()
+    assert main(["models", "vit_tiny_patch16_224", "--macs"]) == 0
+    assert "1.254" in capsys.readouterr().out and (tmp_path / "macs.json").is_file()
+    assert main(["models", "vit_tiny_patch16_224", "--json"]) == 0  # JSON keeps MACs; stdout is pure JSON
+    cap = capsys.readouterr()
+    assert json.loads(cap.out)[0]["macs"] == pytest.approx(1.254e9, rel=1e-3) and cap.err == ""

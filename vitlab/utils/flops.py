@@ -130,7 +130,7 @@ class MacsCache:
         blob = json.dumps(self.entries, sort_keys=True).encode()
         try:
             atomic_write(self.path, lambda f: f.write(blob))
-        except VitlabError as err:  # a read-only or full cache folder costs speed, not correctness
+        except (VitlabError, OSError) as err:  # a read-only, full or blocked cache folder costs speed, not correctness
             return str(err)
         self.dirty = False
         return None
