@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from contextlib import nullcontext
 from typing import ContextManager, Literal
 
@@ -10,6 +12,7 @@ import torch
 from vitlab.errors import ConfigError
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Purpose = Literal["train", "infer"]
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -29,13 +32,24 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-def resolve_precision(precision: Precision, device: torch.device) -> str:
-    """``auto`` -> bf16 on CUDA with bf16 support, else fp32.
+def resolve_precision(precision: Precision, device: torch.device, purpose: Purpose = "train", width: int = 768,
+                      say: Callable[[str], None] | None = None) -> str:
+    """The precision to run in: ``precision`` checked, or what ``auto`` resolves to on ``device``.
 
-    On CPUs without AMX, bf16 autocast runs slower than fp32 (measured 0.6-0.7x here), so fp32
-    is the CPU default; bf16 stays available on CPU by asking for it.
+    ``auto`` for ``purpose="infer"`` is measured (:func:`vitlab.utils.precision.choose_precision`:
+    bf16 where a bf16 matmul at the model's ``width`` runs at least 1.15x fp32 here, cached per
+    machine) and ``say`` gets the one line that states the choice and why (default: stderr).
+    ``auto`` for training keeps the rule the recipes were tuned under (bf16 on CUDA with bf16
+    support, fp32 on CPUs): bf16 training has not yet been shown to reach fp32's accuracy on the
+    CPU recipes, so it is used there only when asked for (``--precision bf16``).
     """
     if precision == "auto":
+        if purpose == "infer":
+            from vitlab.utils.precision import choose_precision  # torch timing: only when auto is asked for
+
+            choice = choose_precision(device, width)
+            (say or _stderr)(choice.reason)
+            return choice.precision
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return "bf16"
         return "fp32"
@@ -44,6 +58,10 @@ def resolve_precision(precision: Precision, device: torch.device) -> str:
     if precision not in ("fp32", "bf16", "fp16"):
         raise ConfigError(f"--precision: unknown value {precision!r} (auto, fp32, bf16, fp16)")
     return precision
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 def autocast(device: torch.device, precision: str) -> ContextManager:
