@@ -107,10 +107,15 @@ def _from_hub(name: str, repo: str, revision: str | None, pretrained: bool | str
     if pretrained is False or isinstance(pretrained, str) or weights is not None:
         raise ConfigError(f"{name}: a hub id names its weights; pass a registered name for an untrained model or "
                           "another checkpoint")
+    return from_hub(repo, revision, **overrides)
+
+
+def from_hub(repo: str, revision: str | None = None, cache_dir: str | Path | None = None,
+             **overrides: Any) -> nn.Module:
+    """A model from a hub repo (timm, transformers or vitlab's own folder) via huggingface_hub."""
     from vitlab.weights.hfhub import hub_folder
 
-    folder = hub_folder(repo, revision)
-    model = from_pretrained(folder, **overrides)
+    model = from_pretrained(hub_folder(repo, revision, cache_dir), **overrides)
     model.pretrained_cfg = {**model.pretrained_cfg, "hf_hub_id": repo, "revision": revision, "file": None}
     return model
 

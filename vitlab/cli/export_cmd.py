@@ -111,9 +111,9 @@ def pretrained_cmd(model, tag, weights, out, num_classes, img_size, cache) -> No
 
 def _load_pretrained(model: str, tag: str | None, weights: str | None, cache: str | None, overrides: dict):
     """(model with class_names / weights_info / pretrained_cfg, a description of what was loaded)."""
-    from vitlab.api import name_and_tag, create_model, from_pretrained
+    from vitlab.api import create_model, from_hub, name_and_tag
     from vitlab.weights import hub
-    from vitlab.weights.hfhub import hub_folder, parse_hub_id
+    from vitlab.weights.hfhub import parse_hub_id
 
     hub_id = parse_hub_id(model) if "/" in model else None
     if hub_id is not None:
@@ -121,8 +121,7 @@ def _load_pretrained(model: str, tag: str | None, weights: str | None, cache: st
             from vitlab.errors import ConfigError
 
             raise ConfigError(f"{model} is a hub id: it names its weights (no --pretrained / --weights)")
-        net = from_pretrained(hub_folder(*hub_id, cache_dir=cache), **overrides)
-        return net, f"{model} (via huggingface_hub)"
+        return from_hub(*hub_id, cache_dir=cache, **overrides), f"{model} (via huggingface_hub)"
     name, tag = name_and_tag(model, tag if tag is not None else (None if weights else True))
     if tag is not None:
         overrides = {**hub.pretrained_overrides(name, tag), **overrides}
