@@ -15,6 +15,7 @@ import click
 
 from vitlab import __version__
 from vitlab.cli.analyze_cmd import analyze_cmd
+from vitlab.cli.bench_cmd import bench_cmd
 from vitlab.cli.convert_cmd import convert_cmd, resample_audit_cmd
 from vitlab.cli.detect_cmd import detect_cmd
 from vitlab.cli.eval_cmd import eval_cmd
@@ -48,6 +49,7 @@ cli.add_command(export_cmd)
 cli.add_command(pretrained_cmd)
 cli.add_command(analyze_cmd)
 cli.add_command(report_cmd)
+cli.add_command(bench_cmd)
 cli.add_command(recipes_cmd)
 
 
