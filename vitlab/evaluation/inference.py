@@ -1,4 +1,9 @@
-"""Inference over a loader: all logits of a classifier, and a filled classification meter."""
+"""Inference over a loader: all logits of a classifier, and a filled classification meter.
+
+The classifier is a torch module (run here, eagerly, under autocast for ``precision``) or a
+:class:`vitlab.runtime.Predictor` (compiled torch, ONNX Runtime, OpenVINO, ...), which owns its
+device and precision; both see the same preprocessed batches.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from tqdm import tqdm
 
 from vitlab.errors import DataError, NonFiniteError
 from vitlab.evaluation.metrics import ClassificationMeter
+from vitlab.runtime.base import Predictor
 from vitlab.utils.device import autocast
 
 
@@ -31,18 +37,29 @@ def check_finite(images: torch.Tensor, logits: torch.Tensor, where: str) -> None
                          "numerics are broken (try --precision fp32)")
 
 
+def _logits(model: nn.Module | Predictor, images: torch.Tensor, device: torch.device, precision: str) -> torch.Tensor:
+    """Logits (B, C) of one batch (B, C, H, W): a Predictor runs it itself, a module here."""
+    if isinstance(model, Predictor):
+        return model(images)
+    with autocast(device, precision):
+        return model(images.to(device, non_blocking=True))
+
+
 @torch.no_grad()
 def predict_logits(
-    model: nn.Module, loader: Iterable, device: torch.device, precision: str, progress: bool = False, desc: str = "eval"
+    model: nn.Module | Predictor, loader: Iterable, device: torch.device, precision: str, progress: bool = False,
+    desc: str = "eval",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """All logits (N, C) float32 on CPU and targets (N,) of a loader, in loader order (eval mode)."""
-    model.eval()
+    """All logits (N, C) float32 on CPU and targets (N,) of a loader, in loader order (eval mode).
+
+    ``device`` and ``precision`` apply to a module; a Predictor was built with its own.
+    """
+    if isinstance(model, nn.Module):
+        model.eval()
     outs, tgts = [], []
     for i, (images, targets) in enumerate(tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)):
-        images = images.to(device, non_blocking=True)
-        with autocast(device, precision):
-            logits = model(images)
-        check_finite(images, logits, f"{desc}, batch {i}")
+        logits = _logits(model, images, device, precision)
+        check_finite(images.to(logits.device), logits, f"{desc}, batch {i}")
         outs.append(logits.float().cpu())
         tgts.append(targets.cpu())
     return torch.cat(outs), torch.cat(tgts)
@@ -50,7 +67,7 @@ def predict_logits(
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module,
+    model: nn.Module | Predictor,
     loader: Iterable,
     device: torch.device,
     precision: str,
@@ -58,7 +75,7 @@ def evaluate(
     progress: bool = False,
     desc: str = "eval",
 ) -> ClassificationMeter:
-    """Run ``model`` over ``loader`` in eval mode and return the filled meter."""
+    """Run ``model`` (a module in eval mode, or a runtime's Predictor) over ``loader``; the filled meter."""
     logits, targets = predict_logits(model, loader, device, precision, progress, desc)
     meter = ClassificationMeter(num_classes=num_classes)
     meter.update(logits, targets)
