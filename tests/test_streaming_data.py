@@ -11,9 +11,10 @@ import io
 import json
 import logging
 import signal
+import os
 import subprocess
 import sys
-import os
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +94,28 @@ def test_index_reads_what_webdatasets_own_pipeline_reads(shards: str, tmp_path: 
     other = _write(tmp_path / "train-000000.tar", [{**s, "cls": (s["cls"] + 1) % 3} for s in _samples(0, 4)])
     shifted = open_source(f"wds:{other}", "train", carve_val=False, classes=CLASSES)
     assert shifted.targets != [want[shifted.index.key_of(i)][1] for i in range(12)]
+
+
+@pytest.mark.parametrize("fmt", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT, tarfile.USTAR_FORMAT])
+def test_scan_reads_every_tar_dialect_as_webdataset_does(tmp_path: Path, fmt: int) -> None:
+    """Long names (GNU 'L' / pax path / ustar prefix), non-ASCII keys, folders inside the tar."""
+    path = tmp_path / "train.tar"
+    deep = "d" * 60 + "/" + "e" * 60  # > 100 characters: needs the long-name mechanism of each format
+    keys = [f"{deep}/k{i}" for i in range(3)] + (["caf\u00e9_1"] if fmt != tarfile.USTAR_FORMAT else [])
+    with tarfile.open(path, "w", format=fmt) as tar:
+        for i, key in enumerate(keys):
+            for ext, data in (("jpg", PHOTOS["bird"][i]), ("cls", str(i % 3).encode())):
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    ds = open_source(f"wds:{path}", "train", carve_val=False)
+    want = {s["__key__"]: (s["jpg"], int(s["cls"])) for s in wds.WebDataset(str(path), shardshuffle=False)}
+    assert {ds.index.key_of(i): (ds.index.read(i), ds.targets[i]) for i in range(len(ds))} == want
+    assert len(want) == len(keys)
+    torn = tmp_path / "torn.tar"
+    torn.write_bytes(path.read_bytes()[:1500])  # the end of a copy that stopped half way
+    with pytest.raises(DataError, match="the tar is cut short"):
+        open_source(f"wds:{torn}", "train", carve_val=False)
 
 
 def test_own_splits_by_name_else_a_carve_out(shards: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -242,10 +265,11 @@ def test_train_smoke_on_shards(reference: Path) -> None:
 
 def test_sigkill_mid_epoch_then_resume_auto_is_bitwise(shards: str, reference: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    proc = signal_at(["train", *ARGS, "--data", shards, "--out", str(run)], run, 3, signal.SIGKILL)
+    workers = ["--workers", "2"]  # loader workers read the shards; the reference ran without
+    proc = signal_at(["train", *ARGS, *workers, "--data", shards, "--out", str(run)], run, 3, signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read() if proc.stderr else ""
     assert max(s for s, _ in losses(run)) < 18, "the run finished before it was killed"
-    assert main(["train", "--resume", "auto", *ARGS, "--data", shards, "--out", str(run)]) == 0
+    assert main(["train", "--resume", "auto", *ARGS, *workers, "--data", shards, "--out", str(run)]) == 0
     assert losses(run) == losses(reference)
     assert last_weights_equal(run, reference)
 

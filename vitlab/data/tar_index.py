@@ -4,14 +4,14 @@ Reads the tar headers and the small label members (``.cls`` / ``.json``) only, n
 a sample is then one seek and read (:class:`ShardIndex.read`). Members are grouped into samples by
 webdataset's own key rule (``webdataset.tariterators.base_plus_ext``). Every fault is a one-line
 :class:`~vitlab.errors.DataError` naming the shard and the sample: a sample without an image or
-a label, a label that is not a non-negative integer, a compressed or torn tar.
+a label, a label that is not a non-negative integer, a compressed or torn tar (:mod:`vitlab.data.tar_scan`).
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import tarfile
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from vitlab.data.folder import IMAGE_EXTENSIONS
+from vitlab.data.tar_scan import scan_members
 from vitlab.errors import DataError
 
 IMAGE_EXTS = tuple(e.lstrip(".") for e in sorted(IMAGE_EXTENSIONS))
@@ -96,33 +97,32 @@ def _index_shard(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
     groups: dict[str, dict[str, Any]] = {}
     split = webdataset_module().tariterators.base_plus_ext
     try:
-        with tarfile.open(path, "r:") as tar:
-            for member in tar:
-                _add_member(tar, member, groups, path, split)
-    except tarfile.ReadError as err:
-        raise DataError(f"{path}: not a readable uncompressed tar shard ({err}); random access needs plain "
-                        ".tar (not .tar.gz)") from None
-    except (OSError, EOFError) as err:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            for name, offset, length, data in scan_members(f, path, _is_label, size):
+                _add_member(name, offset, length, data, groups, path, split)
+    except OSError as err:
         raise DataError(f"{path}: cannot read the shard ({err})") from None
     rows = [_sample_of(path, key, g) for key, g in groups.items()]
     keys = np.array([r[0].encode() for r in rows], dtype=bytes)  # 1 byte a character: ImageNet's 1.28M keys in ~40 MB
     return (keys, *(np.array([r[j] for r in rows], dtype=np.int64) for j in (1, 2, 3)))  # type: ignore[return-value]
 
 
-def _add_member(tar: tarfile.TarFile, member: tarfile.TarInfo, groups: dict[str, dict[str, Any]], path: str,
-                split: Any) -> None:
-    if not member.isfile():
-        return
-    key, ext = split(member.name)
-    if key is None or Path(key).name.startswith((".", "__")):  # hidden files, __MACOSX, webdataset's __key__
+def _is_label(name: str) -> bool:
+    return name.lower().endswith((".cls", ".json"))
+
+
+def _add_member(name: str, offset: int, length: int, data: bytes | None, groups: dict[str, dict[str, Any]],
+                path: str, split: Any) -> None:
+    key, ext = split(name)
+    if key is None or key.rsplit("/", 1)[-1].startswith((".", "__")):  # hidden files, __MACOSX, webdataset's __key__
         return
     ext = ext.lower()
     group = groups.setdefault(key, {})
     if ext in IMAGE_EXTS and "image" not in group:
-        group["image"] = (member.offset_data, member.size)
-    elif ext in ("cls", "json") and "label" not in group:
-        raw = tar.extractfile(member).read()  # type: ignore[union-attr]
-        group["label"] = _parse_label(raw, ext, f"{path}:{member.name}")
+        group["image"] = (offset, length)
+    elif ext in ("cls", "json") and "label" not in group and data is not None:
+        group["label"] = _parse_label(data, ext, f"{path}:{name}")
 
 
 def _parse_label(raw: bytes, ext: str, name: str) -> int:
