@@ -164,13 +164,18 @@ def test_timm_register_model_as_the_peer(tmp_path: Path) -> None:
     save_file({k: v.contiguous() for k, v in theirs.state_dict().items()}, str(tmp_path / "reg.safetensors"))
     ours = import_weights(tmp_path / "reg.safetensors", "timm", num_heads=2, img_size=32, global_pool="token").model
     maps: list[torch.Tensor] = []
+    norms: list[torch.Tensor] = []
     for blk in theirs.blocks:
         blk.attn.fused_attn = False
         blk.attn.attn_drop.register_forward_pre_hook(lambda m, a: maps.append(a[0].detach().double()))
+        blk.register_forward_hook(lambda m, a, out: norms.append(out.detach().norm(dim=-1)))
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         theirs(x)
     stats = collect_attention(ours, [x], AnalysisOptions(show=2))
+    ours_norms = token_norms(ours, [x])
+    assert ours_norms.layout.num_registers == theirs.num_reg_tokens == 4
+    torch.testing.assert_close(ours_norms.norms, torch.stack(norms, 1), rtol=1e-4, atol=1e-4)
     p, gw = theirs.num_prefix_tokens, 4  # 5: timm's own count
     centres = torch.tensor([[(i // gw + 0.5) * 8, (i % gw + 0.5) * 8] for i in range(16)], dtype=torch.float64)
     dist = torch.cdist(centres, centres)
@@ -180,6 +185,8 @@ def test_timm_register_model_as_the_peer(tmp_path: Path) -> None:
                                    atol=1e-4)
         torch.testing.assert_close(stats.cls_maps[:, layer], a[:, :, 0, p:].reshape(2, 2, 4, 4).float(), rtol=1e-4,
                                    atol=1e-5)
+        one = a[..., 1:17, 1:17] / a[..., 1:17, 1:17].sum(-1, keepdim=True)  # one prefix token assumed
+        assert not torch.allclose(stats.distance[:, layer], (one * dist).sum(-1).mean(-1).float(), atol=1e-3)
 
 
 # ----------------------------------------------------------------------------- outliers
