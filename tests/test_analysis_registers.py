@@ -17,6 +17,7 @@ from torch import nn
 from vitlab.analysis import (AnalysisOptions, TokenLayout, attention_rollout, attention_share, collect_attention,
                              layout_of, mean_attention_distance, outlier_mask, query_maps, rollout_saliency,
                              rollout_share, token_norms)
+from vitlab.analysis.outliers import reference_norm
 from vitlab.api import create_model
 from vitlab.cli.main import main
 from vitlab.errors import ConfigError
@@ -233,6 +234,7 @@ def test_the_outlier_rule_is_scale_free_and_robust_to_content() -> None:
     norms = 1.0 + 0.1 * torch.rand(4, 3, 49, generator=g)
     norms[..., :30] *= 0.05  # a blank background far below the content (like MNIST): not outliers
     norms[1, 2, 40] = 5.0  # ~5x the top of the ordinary tokens
+    torch.testing.assert_close(reference_norm(norms), norms.quantile(0.9, dim=-1))  # torch's own percentile
     mask = outlier_mask(norms)
     assert mask.nonzero().tolist() == [[1, 2, 40]]
     assert torch.equal(outlier_mask(1000.0 * norms), mask)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -44,8 +45,16 @@ REFERENCE_QUANTILE = 0.9  # the top of the ordinary tokens while outliers are un
 
 
 def reference_norm(patch_norms: torch.Tensor) -> torch.Tensor:
-    """(..., N) patch-token norms -> (...,) their 90th percentile: the scale the cut is a multiple of."""
-    return patch_norms.float().quantile(REFERENCE_QUANTILE, dim=-1)
+    """(..., N) patch-token norms -> (...,) their 90th percentile: the scale the cut is a multiple of.
+
+    Linear interpolation between order statistics, as ``torch.quantile``; by sorting, because
+    ``torch.quantile`` refuses inputs of more than 2**24 elements (many images of a large model).
+    """
+    ordered = patch_norms.float().sort(dim=-1).values
+    pos = REFERENCE_QUANTILE * (ordered.shape[-1] - 1)
+    lo, frac = int(pos), pos - int(pos)
+    hi = min(lo + 1, ordered.shape[-1] - 1)
+    return ordered[..., lo] * (1 - frac) + ordered[..., hi] * frac
 
 
 def outlier_mask(patch_norms: torch.Tensor, factor: float = DEFAULT_FACTOR) -> torch.Tensor:
@@ -55,9 +64,9 @@ def outlier_mask(patch_norms: torch.Tensor, factor: float = DEFAULT_FACTOR) -> t
     return patch_norms > factor * reference_norm(patch_norms)[..., None]
 
 
-@dataclass
+@dataclass(frozen=True)
 class TokenNorms:
-    """L2 norms of every token after every block, over N images (L layers, T tokens)."""
+    """L2 norms of every token after every block, over N images (L layers, T tokens); derived values cached."""
 
     layer_names: list[str]
     layout: TokenLayout
@@ -69,17 +78,17 @@ class TokenNorms:
         """(N, L, P) norms of the patch tokens."""
         return self.norms[..., self.layout.num_prefix:]
 
-    @property
+    @cached_property
     def reference(self) -> torch.Tensor:
         """(N, L) 90th-percentile patch-token norm per image and layer: the scale every ratio is taken against."""
         return reference_norm(self.patch_norms)
 
-    @property
+    @cached_property
     def ratio(self) -> torch.Tensor:
         """(N, L, T) every token's norm / the reference norm of its image and layer."""
         return self.norms / self.reference[..., None].clamp_min(1e-30)
 
-    @property
+    @cached_property
     def outliers(self) -> torch.Tensor:
         """bool (N, L, P): the patch tokens above the cut (see the module docstring)."""
         return outlier_mask(self.patch_norms, self.factor)
