@@ -130,7 +130,7 @@ def analyze_cmd(what, model_spec, images, out, limit, img_size, batch_size, devi
 def _outliers(loaded, imgs, compare_spec: str | None, feed: tuple, options, dev) -> tuple[list, dict]:
     """The outlier figures and summary of ``loaded``; with ``--compare``, a second model on the same images."""
     from vitlab.analysis.inputs import load_images, load_model
-    from vitlab.analysis.outlier_figures import outlier_section
+    from vitlab.analysis.outlier_figures import outlier_note, outlier_section
     from vitlab.errors import ConfigError
 
     images, limit, img_size, batch_size = feed
@@ -140,8 +140,10 @@ def _outliers(loaded, imgs, compare_spec: str | None, feed: tuple, options, dev)
         if o.is_detr:
             raise ConfigError(f"--compare {compare_spec}: a DETR; outliers compare two ViTs")
         other = (o.name, o.model, load_images(images, o.preprocess, limit))  # its own preprocessing
-    return outlier_section(loaded.model, loaded.name, imgs, options.outlier_factor, options.show, batch_size, dev,
-                           other)
+    figs, summary = outlier_section(loaded.model, loaded.name, imgs, options.outlier_factor, options.show, batch_size,
+                                    dev, other)
+    click.echo(f"outliers: {outlier_note(summary)}", err=True)
+    return figs, summary
 
 
 def attention_batches(imgs, batch_size: int, quiet: bool):
