@@ -1,19 +1,27 @@
-"""Every recipe under configs/ runs in its smoke mode; fine-tuning changes resolution and classes."""
+"""Every built-in recipe runs in its smoke mode; recipes are found by name, also from an installed wheel;
+fine-tuning changes resolution and classes."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from vitlab.cli.main import main
 from vitlab.config import resolve_config
 from vitlab.api import load_checkpoint
 from vitlab.engine.tracking import read_records
+from vitlab.recipes import find_recipe, list_recipes, recipe_dir
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+REPO = Path(__file__).resolve().parents[1]
+CONFIG_DIR = recipe_dir()
 CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
 
 
@@ -44,7 +52,7 @@ def test_finetune_at_higher_resolution_with_new_classes(digit_folder: Path, tmp_
                  "--set", "max_steps_per_epoch=3", "--set", "max_eval_images=64", "--out", str(pre)]) == 0
     ft = tmp_path / "ft"
     weights = pre / "checkpoints" / "best.safetensors"
-    assert main(["train", "--config", "configs/vit_finetune.yaml", "--model", "vit_pico_patch4_28", *tiny,
+    assert main(["train", "--config", "vit_finetune", "--model", "vit_pico_patch4_28", *tiny,
                  "--set", "model_args.img_size=56", "--data", str(digit_folder), "--batch-size", "8", "--workers", "0",
                  "--epochs", "1", "--set", f"init.weights={weights}", "--out", str(ft)]) == 0
     src, dst = load_checkpoint(weights), load_checkpoint(ft / "checkpoints" / "last.safetensors")
@@ -100,7 +108,7 @@ def test_detection_recipe_smoke_runs(config: Path, tmp_path: Path) -> None:
     cfg = resolve_detect_config(config, smoke=True)
     data = []
     if not cfg.data.train.startswith("shapes"):
-        own = CONFIG_DIR.parent / cfg.data.train
+        own = REPO / cfg.data.train  # the recipes' data paths are relative to a checkout
         data = ["--data", str(own)] if own.is_dir() else ["--data", "shapes:4:64", "--val", "shapes:2:64"]
     out = tmp_path / "run"
     assert main(["detect", "train", "--config", str(config), "--smoke", *data, "--out", str(out), "--no-progress",
@@ -108,3 +116,88 @@ def test_detection_recipe_smoke_runs(config: Path, tmp_path: Path) -> None:
     records = read_records(out / "metrics.jsonl")
     assert any(r["kind"] == "epoch" and "val_AP" in r for r in records)
     assert (out / "checkpoints" / "best.safetensors").is_file()
+
+
+def test_configs_is_the_recipes_folder() -> None:
+    """The repository's configs/ is a relative symlink to the package's recipes: old paths keep working."""
+    link = REPO / "configs"
+    if not link.is_symlink():
+        pytest.skip("not a checkout")
+    assert os.readlink(link) == "vitlab/recipes" and link.resolve() == recipe_dir().resolve()
+    assert sorted(p.name for p in link.glob("*.yaml")) == [p.name for p in CONFIGS]
+
+
+def test_recipes_are_listed_with_command_and_description(capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    assert main(["recipes"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for path in CONFIGS:
+        first = path.read_text().splitlines()[0]
+        assert first.startswith("# ") and len(first) > 20  # every recipe opens with its one-line description
+        row = next(line for line in lines if line.split()[0] == path.stem)
+        assert first[2:] in row
+        data = yaml.safe_load(path.read_text())
+        command = "study collapse" if "study" in data else "detect train" if data["model"].startswith("detr") else "train"
+        assert f"  {command}  " in row
+    assert main(["recipes", "mnist"]) == 0 and capsys.readouterr().out == (CONFIG_DIR / "mnist.yaml").read_text()
+
+
+def test_config_finds_a_recipe_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)  # no configs/ here
+    expected = yaml.safe_load((CONFIG_DIR / "mnist.yaml").read_text())["model"]
+    for name in ("mnist", "mnist.yaml"):
+        capsys.readouterr()
+        assert main(["train", "--config", name, "--print-config"]) == 0
+        assert yaml.safe_load(capsys.readouterr().out)["model"] == expected
+    # configs/<name>.yaml from a README, run outside a checkout: the built-in recipe, and a note saying so
+    assert main(["train", "--config", "configs/mnist.yaml", "--print-config"]) == 0
+    out = capsys.readouterr()
+    assert yaml.safe_load(out.out)["model"] == expected and "using the built-in recipe mnist" in out.err
+    # a path always wins over a recipe of the same name
+    Path("mnist").write_text("model: vit_pico_patch4_28\n")
+    assert main(["train", "--config", "mnist", "--print-config"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["model"] == "vit_pico_patch4_28" != expected
+    # an unknown name: one line listing the recipes, exit 2, for every command that takes --config
+    for command in (["train"], ["detect", "train"], ["study", "collapse"]):
+        assert main([*command, "--config", "no_such_recipe"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "no_such_recipe" in err and all(r.name in err for r in list_recipes())
+
+
+def test_detect_and_study_take_recipe_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vitlab.detection.config import resolve_detect_config
+
+    monkeypatch.chdir(tmp_path)
+    assert find_recipe("detr_shapes")[0] == CONFIG_DIR / "detr_shapes.yaml"
+    assert resolve_detect_config(find_recipe("detr_shapes")[0]).model == "detr_vit_pico_64"
+    from vitlab.cli.study_cmd import collapse_cmd
+
+    default = next(p for p in collapse_cmd.params if p.name == "recipe").default
+    assert find_recipe(default)[0] == CONFIG_DIR / "collapse_study.yaml"
+
+
+@pytest.mark.slow
+def test_recipe_lookup_from_an_installed_wheel(tmp_path: Path) -> None:
+    """Build a wheel of this tree, install it into a bare folder, resolve ``mnist`` from elsewhere:
+    the recipe must come from the installed package (package data), not from the checkout."""
+    src = tmp_path / "src"
+    shutil.copytree(REPO / "vitlab", src / "vitlab", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), str(src)],
+                   check=True, cwd=tmp_path, capture_output=True)
+    wheel = next((tmp_path / "dist").glob("vitlab-*.whl"))
+    subprocess.run([*pip, "install", "--no-deps", "--target", str(tmp_path / "site"), str(wheel)], check=True,
+                   capture_output=True)
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    code = ("import vitlab.recipes as r; p, _ = r.find_recipe('mnist'); print(p.resolve()); "
+            "print(len(r.list_recipes()))")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    done = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, check=True)
+    path, count = done.stdout.split()
+    assert Path(path).is_relative_to((tmp_path / "site").resolve()) and Path(path).name == "mnist.yaml"
+    assert int(count) == len(CONFIGS)
+    assert Path(path).read_text() == (CONFIG_DIR / "mnist.yaml").read_text()
