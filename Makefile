@@ -23,7 +23,7 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 demo: $(VENV)/.installed
-	$(BIN)/vitlab train --config configs/mnist.yaml --out $(RUN) --overwrite
+	$(BIN)/vitlab train --config mnist --out $(RUN) --overwrite
 	$(BIN)/vitlab eval $(RUN)/checkpoints/best.safetensors --data mnist-test --out $(RUN)/eval
 	$(BIN)/vitlab predict $(RUN)/checkpoints/best.safetensors --data mnist-test --limit 16 --grid $(RUN)/predictions.png
 
