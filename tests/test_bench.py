@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -106,3 +107,34 @@ def test_bench_restores_threads_and_refuses_bad_flags(capsys):
     assert main(["bench", "--batch", "1,x"]) == 2
     err = capsys.readouterr().err
     assert "--batch" in err and "Traceback" not in err
+
+
+def test_runtime_rows_join_the_same_rounds(tmp_path, monkeypatch):
+    # vitlab.runtime's public face (list_runtimes, load_runtime) faked: the real ONNX export costs
+    # tens of seconds, and what is tested here is how the bench folds runtime rows into its rounds.
+    import vitlab.bench.runtimes as runtimes
+
+    built: list[tuple[str, str, int]] = []
+
+    def load_runtime(model, runtime, precision, batch_size, device):
+        built.append((runtime, precision, batch_size))
+        return lambda images: model(images)
+
+    infos = [SimpleNamespace(name="eager", available=True, reason="", precisions=("fp32",)),
+             SimpleNamespace(name="fast", available=True, reason="", precisions=("fp32", "int8")),
+             SimpleNamespace(name="absent", available=False, reason="absentlib not installed", precisions=())]
+    monkeypatch.setattr(runtimes, "_runtime_api", lambda: (lambda: infos, load_runtime))
+    rc = main(["bench", "--quick", "--models", "vit_pico_patch4_32", "--threads", "1", "--sections", "inference",
+               "--frameworks", "vitlab,timm", "--out", str(tmp_path)])
+    assert rc == 0
+    result = json.loads((tmp_path / "bench.json").read_text())
+    rows = result["models"]["vit_pico_patch4_32"]["inference"]["2"]["rows"]
+    assert set(rows) == {"vitlab fp32", "timm fp32", "fast fp32", "fast int8"}  # eager is vitlab's own row
+    assert built == [("fast", "fp32", 2), ("fast", "int8", 2)]
+    assert "runtime absent: absentlib not installed" in result["notes"]
+    ref = rows["timm fp32"]["times_s"]
+    assert rows["fast int8"]["ratios"] == pytest.approx([a / b for a, b in zip(ref, rows["fast int8"]["times_s"])])
+    built.clear()
+    assert main(["bench", "--quick", "--models", "vit_pico_patch4_32", "--threads", "1", "--sections", "inference",
+                 "--frameworks", "vitlab", "--runtimes", "none"]) == 0
+    assert built == []  # --runtimes none builds nothing

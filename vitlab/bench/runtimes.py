@@ -1,9 +1,10 @@
 """Rows for vitlab's fast runtimes (:mod:`vitlab.runtime`: compiled torch, ONNX Runtime, OpenVINO, int8).
 
 Each runtime is built through the package's public functions, ``list_runtimes()`` (which run here
-and at which precisions) and ``build_predictor(model, runtime, precision, batch, device)``, on a
+and at which precisions) and ``load_runtime(model, runtime, precision, batch_size, device)``, on a
 copy of vitlab's model (the ONNX exporters move a model to the CPU). Eager is vitlab's own row
-already. A runtime that cannot run a case here is left out with its one-line reason.
+already. A runtime that cannot run a case here is left out with its one-line reason. Building a
+predictor (an ONNX export, an inductor compile) is done before the timed rounds and not timed.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def _runtime_api() -> tuple[object, object] | None:
         rt = importlib.import_module("vitlab.runtime")
     except ImportError:
         return None
-    lister, builder = getattr(rt, "list_runtimes", None), getattr(rt, "build_predictor", None)
+    lister, builder = getattr(rt, "list_runtimes", None), getattr(rt, "load_runtime", None)
     return (lister, builder) if callable(lister) and callable(builder) else None
 
 
@@ -41,10 +42,12 @@ def runtime_variants(model: nn.Module, shape: tuple[int, int, int, int], precisi
         precisions: the bench's precisions (int8 is added where a runtime offers it).
         only: runtime names to include (None: every available one but eager).
     """
+    if only is not None and not only:
+        return {}, []
     api = _runtime_api()
     if api is None:
         return {}, ["vitlab.runtime is not installed here: eager rows only"]
-    list_runtimes, build_predictor = api
+    list_runtimes, load_runtime = api
     make = random_images(shape, device)
     variants: dict[str, Variant] = {}
     notes: list[str] = []
@@ -56,7 +59,7 @@ def runtime_variants(model: nn.Module, shape: tuple[int, int, int, int], precisi
             continue
         for prec in [p for p in (*precisions, *EXTRA_PRECISIONS) if p in info.precisions]:
             try:
-                predictor = build_predictor(copy.deepcopy(model).eval(), info.name, prec, shape[0], device)
+                predictor = load_runtime(copy.deepcopy(model).eval(), info.name, prec, shape[0], device)
             except VitlabError as err:
                 notes.append(f"runtime {info.name} {prec}: {err}")
                 continue
