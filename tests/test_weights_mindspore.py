@@ -365,3 +365,62 @@ def test_legacy_mindcv_layout_written_by_mindspore(tmp_path: Path) -> None:
         with torch.no_grad():
             out = imp.model(x).double()
         assert (out - expect).abs().max().item() <= TOL and torch.equal(out.argmax(-1), expect.argmax(-1))
+
+
+def test_newer_mindcv_dense_head_layout(tmp_path: Path) -> None:
+    """Newer mindcv: the body stays ``blocks.*``, the classifier is a DenseHead (``head.classifier.*``)."""
+    ref, names = _mindcv_like()
+    newer = {("head.classifier." + k.split(".", 1)[1] if k.startswith("head.") else k): v for k, v in names.items()}
+    assert "head.classifier.weight" in newer and "head.weight" not in newer
+    write_ckpt(tmp_path / "newer.ckpt", newer)
+    write_ckpt(tmp_path / "older.ckpt", names)
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        for f in ("newer.ckpt", "older.ckpt"):  # both layouts, the same logits as the reference
+            imp = import_weights(tmp_path / f, "mindspore", num_heads=2)
+            assert imp.model.num_classes == 10 and (imp.model(x) - ref(x)).abs().max().item() <= TOL
+
+
+def _pico_mindcv(tmp_path: Path) -> tuple[torch.nn.Module, Path]:
+    """A mindcv-named checkpoint with exactly vit_pico_patch4_32's shapes (MindSpore numerics)."""
+    ref, names = _mindcv_like(patch_size=4, embed_dim=128, depth=6, num_heads=4, mlp_ratio=2.0)
+    write_ckpt(tmp_path / "pico.ckpt", names)
+    return ref, tmp_path / "pico.ckpt"
+
+
+def test_numerics_travel_through_create_model_and_pretrained(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import vitlab
+    from vitlab.api import load_checkpoint
+
+    ref, ckpt = _pico_mindcv(tmp_path)
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(6))
+    with caplog.at_level("WARNING", logger="vitlab.weights"), torch.no_grad():
+        model = vitlab.create_model("vit_pico_patch4_32", weights=ckpt).eval()
+        assert (model.config.norm_eps, model.config.act) == (1e-7, "gelu_tanh")  # not the preset's 1e-6 / exact GELU
+        assert (model(x) - ref(x)).abs().max().item() <= TOL
+        notes = [r.getMessage() for r in caplog.records if "own numerics" in r.getMessage()]
+        assert len(notes) == 1 and "norm_eps=1e-07" in notes[0] and "act='gelu'" in notes[0]
+        # given explicitly, the caller's numerics are kept, and then the logits are off: the numerics matter
+        forced = vitlab.create_model("vit_pico_patch4_32", weights=ckpt, norm_eps=1e-6, act="gelu").eval()
+        assert forced.config.norm_eps == 1e-6 and (forced(x) - ref(x)).abs().max().item() > 10 * TOL
+    assert main(["pretrained", "vit_pico_patch4_32", "--weights", str(ckpt), "--out", str(tmp_path / "p.safetensors")]) == 0
+    saved = load_checkpoint(tmp_path / "p.safetensors").model
+    assert (saved.config.norm_eps, saved.config.act) == (1e-7, "gelu_tanh")
+    with torch.no_grad():
+        assert (saved(x) - ref(x)).abs().max().item() <= TOL
+
+
+def test_numerics_travel_through_train_weights(tmp_path: Path, digit_folder: Path) -> None:
+    from vitlab.api import load_checkpoint
+
+    _, names = _mindcv_like(patch_size=4, embed_dim=32, depth=1, num_heads=2, mlp_ratio=2.0)
+    write_ckpt(tmp_path / "small.ckpt", names)
+    small = [f"model_args.{k}={v}" for k, v in (("depth", 1), ("embed_dim", 32), ("num_heads", 2), ("mlp_dim", 64))]
+    assert main(["train", "--data", str(digit_folder), "--model", "vit_pico_patch4_32", "--weights", str(tmp_path / "small.ckpt"),
+                 *[a for kv in small for a in ("--set", kv)], "--epochs", "1", "--batch-size", "12", "--no-progress",
+                 "--device", "cpu", "--workers", "0", "--set", "max_steps_per_epoch=1", "--set", "tensorboard=false",
+                 "--out", str(tmp_path / "run")]) == 0
+    tuned = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.safetensors").model
+    assert (tuned.config.norm_eps, tuned.config.act) == (1e-7, "gelu_tanh") and tuned.num_classes == 3
+    assert all(m.eps == 1e-7 for m in tuned.modules() if isinstance(m, torch.nn.LayerNorm))
+    assert all(b.mlp.act.approximate == "tanh" for b in tuned.blocks)
