@@ -1,7 +1,8 @@
-"""Export: ONNX (dynamic batch, checked with onnxruntime), torch.export, ``vitlab export``; timm hybrids via the API."""
+"""Export: ONNX (dynamic batch and size, metadata, checked with onnxruntime), torch.export, ``vitlab export``; timm hybrids via the API."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -23,22 +24,46 @@ def _tiny(**kw) -> torch.nn.Module:
     return model.eval()
 
 
-def test_onnx_dynamic_batch_matches_onnxruntime(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_onnx_dynamic_batch_and_size_with_metadata(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """One export (tracing costs ~20 s on 2 cores): dynamic batch and image size, metadata read by onnxruntime."""
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
+    import copy
+
     import onnx
     import onnxruntime as ort
 
-    save_weights(tmp_path / "m.safetensors", _tiny(), [str(i) for i in range(10)])
-    assert main(["export", str(tmp_path / "m.safetensors"), str(tmp_path / "m.onnx"), "--format", "onnx"]) == 0
+    model = _tiny(crop_pct=0.9, interpolation="bicubic")
+    names = [f"class{i}" for i in range(10)]
+    save_weights(tmp_path / "m.safetensors", model, names)
+    assert main(["export", str(tmp_path / "m.safetensors"), str(tmp_path / "m.onnx"), "--format", "onnx",
+                 "--dynamic-size"]) == 0
     out = capsys.readouterr().out
     diff = float(out.split("difference ")[1].split(" ")[0])
-    assert diff <= 1e-5, out
+    assert diff <= 1e-5 and "and sizes 40x36, 28x44" in out, out
     graph = onnx.load(str(tmp_path / "m.onnx")).graph
-    dim0 = graph.input[0].type.tensor_type.shape.dim[0]
-    assert graph.input[0].name == "images" and dim0.dim_param and not dim0.dim_value  # symbolic batch
+    dims = graph.input[0].type.tensor_type.shape.dim
+    assert graph.input[0].name == "images" and all(dims[i].dim_param and not dims[i].dim_value for i in (0, 2, 3))
     sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
-    assert sess.run(None, {"images": torch.randn(5, 3, 32, 32).numpy()})[0].shape == (5, 10)
+    meta = {k: json.loads(v) for k, v in sess.get_modelmeta().custom_metadata_map.items()}
+    assert meta["class_names"] == names and meta["vitlab_config"]["depth"] == 1
+    assert meta["preprocessing"] == {"input_size": [3, 32, 32], "mean": list(model.config.mean), "std": list(model.config.std),
+                                     "crop_pct": 0.9, "crop_mode": "center", "interpolation": "bicubic"}
+    # at a size it was not traced at, against eager PyTorch moved to that size (independently of the export's check)
+    x = torch.randn(2, 3, 48, 24, generator=torch.Generator().manual_seed(7))
+    (got,) = sess.run(None, {"images": x.numpy()})
+    with torch.no_grad():
+        eager = copy.deepcopy(model)
+        eager.set_input_size((48, 24), method="bicubic", antialias=False)
+        assert (torch.from_numpy(got) - eager(x)).abs().max().item() <= 1e-5
+        aa = copy.deepcopy(model)
+        aa.set_input_size((48, 24), method="bicubic", antialias=True)  # another resampling: the check sees it
+        assert (torch.from_numpy(got) - aa(x)).abs().max().item() > 1e-4
+    # a stem whose token count is not all that changes with the size is refused in one line
+    save_weights(tmp_path / "c.safetensors", vitlab.create_model("vit_pico_convstem_patch4_28"), [str(i) for i in range(10)])
+    assert main(["export", str(tmp_path / "c.safetensors"), str(tmp_path / "c.onnx"), "--format", "onnx",
+                 "--dynamic-size"]) == 4
+    assert "--dynamic-size: stem 'conv'" in capsys.readouterr().err and not (tmp_path / "c.onnx").exists()
 
 
 def test_torch_export_program_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
