@@ -18,7 +18,10 @@ import click
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16", "int8"]), default="auto", show_default=True,
+              help="int8: --runtime onnxruntime (dynamic quantization).")
+@click.option("--runtime", type=click.Choice(["eager", "compiled", "onnxruntime", "openvino", "auto"]), default="eager",
+              show_default=True, help="Inference runtime (auto: the fastest here at --batch-size, measured once, cached).")
 @click.option("--out", type=click.Path(file_okay=False), help="Write metrics.json, per_class.csv, confusion.csv/png here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @click.option("--probe", "probes", multiple=True, type=click.Choice(["fewshot", "knn"]),
@@ -26,8 +29,8 @@ import click
 @click.option("--probe-train", help="Training source for the probes (default: --data's train split).")
 @click.option("--shots", default="1,5,10,25", show_default=True, help="Examples per class for --probe fewshot.")
 @click.option("--knn-k", type=click.IntRange(min=1), default=20, show_default=True)
-def eval_cmd(checkpoint, data, split, batch_size, workers, device, precision, out, as_json, probes, probe_train,
-             shots, knn_k) -> None:
+def eval_cmd(checkpoint, data, split, batch_size, workers, device, precision, runtime, out, as_json, probes,
+             probe_train, shots, knn_k) -> None:
     """Evaluate CHECKPOINT (a vitlab .safetensors) on a dataset."""
     from torch.utils.data import DataLoader
 
@@ -41,7 +44,11 @@ def eval_cmd(checkpoint, data, split, batch_size, workers, device, precision, ou
     if out:
         probe_writable(out, "--out")  # before the model is loaded or any image is read
     dev = resolve_device(device)
-    prec = resolve_precision(precision, dev)
+    prec = precision if precision == "int8" else resolve_precision(precision, dev)
+    if runtime != "auto":
+        from vitlab.runtime.availability import require
+
+        require(runtime, prec, dev)  # an unavailable runtime stops here, before the data is read
     ckpt = load_checkpoint(checkpoint, dev)
     if split == "auto":
         from vitlab.data.sources import native_splits
@@ -56,8 +63,10 @@ def eval_cmd(checkpoint, data, split, batch_size, workers, device, precision, ou
     from vitlab.utils.progress import shows
 
     # A bar (rate, ETA) on a terminal stderr only: never with --json, never into a log file.
-    meter = evaluate(ckpt.model, loader, dev, prec, len(ckpt.class_names), progress=shows(as_json), desc="eval")
-    metrics = {**meter.result(), "images": meter.count, "checkpoint": str(checkpoint), "data": data, "split": split}
+    classifier = _classifier(ckpt, runtime, prec, min(batch_size, len(ds)), dev)  # no padding past the data
+    meter = evaluate(classifier, loader, dev, prec, len(ckpt.class_names), progress=shows(as_json), desc="eval")
+    metrics = {**meter.result(), "images": meter.count, "checkpoint": str(checkpoint), "data": data, "split": split,
+               "runtime": runtime if runtime == "eager" else classifier.name, "precision": prec}
     if probes:
         metrics["probe"] = _run_probes(ckpt, ds, probe_train or data, probes, shots, knn_k, batch_size, workers, dev)
     per_class = meter.per_class_accuracy().tolist()
@@ -75,6 +84,17 @@ def eval_cmd(checkpoint, data, split, batch_size, workers, device, precision, ou
         click.echo("per-class top-1: " + "  ".join(f"{n}:{a:.1f}" for n, a in zip(ckpt.class_names, per_class)))
     if out:
         click.echo(f"wrote {out} (4 files: metrics.json, per_class.csv, confusion.csv, confusion.png)")
+
+
+def _classifier(ckpt, runtime: str, precision: str, batch_size: int, device):
+    """The model itself for eager, else the runtime's Predictor; which one is said on stderr."""
+    if runtime == "eager":
+        return ckpt.model
+    from vitlab.runtime import load_runtime
+
+    predictor = load_runtime(ckpt, runtime, precision, batch_size=batch_size, device=device)
+    click.echo(predictor.note, err=True)
+    return predictor
 
 
 def _write_outputs(out_dir: Path, metrics: dict, per_class: list[float], meter, class_names: list[str]) -> None:
