@@ -104,7 +104,8 @@ def require(name: str, precision: str, device: torch.device) -> None:
         raise ConfigError("--precision fp16 needs CUDA; use bf16 or fp32")
     if precision not in SUPPORTED[name]:
         offers = ", ".join(SUPPORTED[name])
-        raise ConfigError(f"--precision {precision} is not offered by --runtime {name} (it runs {offers})")
+        hint = "; int8 runs on --runtime onnxruntime" if precision == "int8" else ""
+        raise ConfigError(f"--precision {precision} is not offered by --runtime {name} (it runs {offers}){hint}")
     if precision not in _precisions(name):
         raise ConfigError(f"--precision {precision} with --runtime {name}: this CPU has no native bf16 "
                           "(OpenVINO reports no BF16 capability); use fp32")
