@@ -53,6 +53,9 @@ class WeightFormat:
     # The architecture fields a file of this format cannot state for a given config (never guessed
     # silently: they come from flags, the file's metadata or a published architecture; see published.py).
     unstated: Callable[[ViTConfig], tuple[str, ...]] | None = None
+    # Numerics every file of the format has, because it cannot record others (export refuses a
+    # model with other numerics rather than drop them; imports assume these). None: recorded.
+    fixed_numerics: Mapping[str, Any] | None = None
 
     @property
     def records_heads(self) -> bool:
@@ -107,12 +110,13 @@ _TABLE = (
                  convert_hf.read_folder, convert_hf.source_from, convert_hf.write_file, convert_hf.peer),
     WeightFormat("torchvision", "torchvision vit_* state dict", (".pth",), None, read_state,
                  convert_torchvision.source_from, convert_torchvision.write_file, convert_torchvision.peer,
-                 unstated=_heads),
+                 unstated=_heads, fixed_numerics={"norm_eps": 1e-6, "act": "gelu"}),
     WeightFormat("npz", "Google JAX / big_vision .npz", (".npz",), _suffix_in(".npz"), read_npz,
-                 convert_npz.source_from, None, convert_timm.peer_npz),
+                 convert_npz.source_from, None, convert_timm.peer_npz, fixed_numerics={"norm_eps": 1e-6, "act": "gelu_tanh"}),
     WeightFormat("mindspore", "MindSpore / mindcv .ckpt", (".ckpt",), _suffix_in(".ckpt"), read_ckpt,
                  convert_mindspore.source_from, convert_mindspore.write_file, None,
-                 no_peer_why="mindcv needs MindSpore", unstated=_heads),
+                 no_peer_why="mindcv needs MindSpore", unstated=_heads,
+                 fixed_numerics={"norm_eps": 1e-7, "act": "gelu_tanh"}),
 )
 FORMATS: dict[str, WeightFormat] = {f.name: f for f in _TABLE}
 
