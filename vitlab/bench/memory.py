@@ -22,7 +22,8 @@ from pathlib import Path
 
 import torch
 
-CPU_METHOD = "CPU: VmHWM - VmRSS of this process around one step (high-water mark reset via /proc/self/clear_refs after malloc_trim)"
+CPU_METHOD = ("CPU: VmHWM - VmRSS of this process around one step (high-water mark reset via "
+              "/proc/self/clear_refs after malloc_trim)")
 CUDA_METHOD = "CUDA: torch.cuda.max_memory_allocated - memory_allocated around one step"
 _STATUS = Path("/proc/self/status")
 

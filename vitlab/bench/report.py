@@ -23,7 +23,8 @@ def _machine(m: dict) -> str:
     gpu = f", GPU {m['gpu']} (CUDA {m['cuda']})" if m.get("gpu") else ""
     load = m.get("load_average")
     load_s = f"; load average at start {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1 / 5 / 15 min)" if load else ""
-    return (f"{m['cpu']} ({m['logical_cpus']} logical CPUs; flags: {', '.join(m['cpu_flags']) or 'none of ' + ', '.join(m['flags_checked'])})"
+    flags = ", ".join(m["cpu_flags"]) or "none of " + ", ".join(m["flags_checked"])
+    return (f"{m['cpu']} ({m['logical_cpus']} logical CPUs; flags: {flags})"
             f"{gpu}; device {m['device']}, {m['torch_threads']} torch threads; {versions}; Python {m['python']}{load_s}")
 
 
@@ -40,7 +41,8 @@ def _ratio(row: dict) -> tuple[str, str]:
 
 
 def _rows_table(result: dict, section: dict, training: bool) -> list[str]:
-    head = "| row | img/s (median) | img/s min-max | ms / call | x ref (median of per-round ratios) | x ref min-max | GFLOP/s | % of matmul ceiling |"
+    head = ("| row | img/s (median) | img/s min-max | ms / call | x ref (median of per-round ratios) | x ref min-max "
+            "| GFLOP/s | % of matmul ceiling |")
     if training:
         head += " step peak memory (MiB) |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -72,13 +74,14 @@ def _model_md(result: dict, name: str, m: dict) -> list[str]:
     if m.get("capture"):
         sec = m["capture"]
         lines += [f"### Attention capture of every layer, batch {sec['batch']}", "",
-                  "| library | plain forward ms | forward + all maps ms | capture / plain (median of per-round ratios) | min-max |",
+                  "| library | plain forward ms | forward + all maps ms | capture / plain (median of per-round ratios) "
+                  "| min-max |",
                   "|---|---|---|---|---|"]
         for fw, c in sec["cost_vs_plain"].items():
             plain, cap = sec["rows"][f"{fw} plain"], sec["rows"][f"{fw} capture"]
             lines.append(f"| {fw} | {1000 * plain['median_s']:.1f} | {1000 * cap['median_s']:.1f} | {c['median']:.3f}x | "
                          f"{c['min']:.3f}-{c['max']:.3f} |")
-        lines.append("")
+        lines += [""] + [f"Not in this table: {fw}: {why}." for fw, why in sec.get("left_out", {}).items()] + [""]
     return lines
 
 

@@ -25,7 +25,8 @@ from vitlab.bench.machine import machine_record
 from vitlab.bench.peers import FRAMEWORKS, Entry, build_entries, check_frameworks
 from vitlab.bench.runtimes import runtime_variants
 from vitlab.bench.stats import interleave, per_round_ratios, summarize
-from vitlab.bench.workloads import capture_variants, inference_variants, random_batch, training_variants, variant_name
+from vitlab.bench.workloads import (NO_CAPTURE, capture_variants, inference_variants, random_batch, training_variants,
+                                    variant_name)
 from vitlab.errors import ConfigError
 from vitlab.utils.device import resolve_device, resolve_precision
 from vitlab.utils.flops import count_macs
@@ -203,7 +204,8 @@ def _capture(entries: Sequence[Entry], shape: tuple[int, int, int, int], device:
             ratios = per_round_ratios(times[key], times[f"{fw} plain"])  # capture time / plain time, per round
             cost[fw] = {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios), "ratios": ratios}
     say(f"capture batch {shape[0]}: " + ", ".join(f"{fw} {c['median']:.2f}x plain" for fw, c in cost.items()))
-    return {"batch": shape[0], "rows": stats, "cost_vs_plain": cost}
+    left_out = {e.name: NO_CAPTURE[e.name] for e in entries if e.name in NO_CAPTURE}
+    return {"batch": shape[0], "rows": stats, "cost_vs_plain": cost, "left_out": left_out}
 
 
 def _say_rows(say: Say, title: str, stats: dict, reference: str) -> None:

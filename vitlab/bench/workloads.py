@@ -138,3 +138,4 @@ def _capture_hf(entry: Entry) -> Callable[[torch.Tensor], object]:
 
 
 _CAPTURES = {"vitlab": _capture_vitlab, "timm": _capture_timm, "hf": _capture_hf}
+NO_CAPTURE = {"torchvision": "torchvision's ViT calls nn.MultiheadAttention with need_weights=False: no maps to capture"}

@@ -149,7 +149,9 @@ def _read_cache(path: Path) -> dict[str, float]:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
-    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, (int, float))} if isinstance(data, dict) else {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, (int, float))}
 
 
 def _write_cache(path: Path, table: dict[str, float]) -> None:
