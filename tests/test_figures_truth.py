@@ -162,7 +162,7 @@ def test_filters_only_for_a_linear_patch_projection() -> None:
     assert [f.kind for f in figs] == ["filters"] and notes == []
     for stem, args in (("cnn", {"width": 8}), ("conv", {"channels": (8, 16)})):
         figs, notes = weight_figures(("filters",), _tiny(stem=stem, stem_args=args))
-        assert figs == [] and len(notes) == 1 and "not a linear patch projection" in notes[0], stem
+        assert figs == [] and len(notes) == 1 and "no linear patch projection" in notes[0], stem
 
 
 # ------------------------------------------------------------------------------------------- axes

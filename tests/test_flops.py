@@ -133,3 +133,10 @@ def test_models_lists_without_macs_unless_asked(tmp_path, monkeypatch, capsys) -
     assert main(["models", "vit_tiny_patch16_224", "--json"]) == 0  # JSON keeps MACs; stdout is pure JSON
     cap = capsys.readouterr()
     assert json.loads(cap.out)[0]["macs"] == pytest.approx(1.254e9, rel=1e-3) and cap.err == ""
+
+
+def test_counts_an_attention_pool_head_on_meta() -> None:
+    # The latent query is fed to a module as the parameter itself: counting must not trip over it.
+    model = _meta("vit_pico_patch4_28", global_pool="map")
+    assert count_macs(model, (1, 1, 28, 28)) > count_macs(_meta("vit_pico_patch4_28"), (1, 1, 28, 28))
+    assert all(p.requires_grad for p in model.parameters())

@@ -22,8 +22,10 @@ from vitlab.weights.vitlab_format import save_weights
 
 CHROMIUM = Path("/usr/bin/chromium")
 SECTIONS = ["summary", "curves", "confusion", "predictions", "maps", "rollout", "distance", "collapse", "entropy",
-            "posembed", "filters"]
+            "posembed", "filters", "outliers"]
+IMAGES = len(SECTIONS) - 1 + 1  # one figure a section but the summary; outliers has two
 CLASSES = ["digit0", "digit1", "digit2"]
+LRS = [2.5e-4, 5e-4, 7.5e-4, 1e-3]  # a warmup, logged at every step
 
 
 def make_run(root: Path, data: Path) -> Path:
@@ -31,7 +33,7 @@ def make_run(root: Path, data: Path) -> Path:
     torch.manual_seed(0)
     model = create_model("vit_pico_patch4_28", depth=2, embed_dim=32, num_heads=2, mlp_dim=64, num_classes=3)
     save_weights(root / "checkpoints" / "best.safetensors", model, CLASSES, {"epoch": 1, "val_top1": 50.0})
-    records = [{"kind": "train", "epoch": e, "step": s, "loss": 1.1 - 0.05 * s, "lr": 1e-3}
+    records = [{"kind": "train", "epoch": e, "step": s, "loss": 1.1 - 0.05 * s, "lr": LRS[s - 1]}
                for e, s in [(0, 1), (0, 2), (1, 3), (1, 4)]]
     records[2:2] = [{"kind": "epoch", "epoch": 0, "step": 2, "val_loss": 1.0, "val_top1": 40.0, "val_top5": 100.0}]
     records += [{"kind": "epoch", "epoch": 1, "step": 4, "val_loss": 0.9, "val_top1": 50.0, "val_top5": 100.0}]
@@ -40,11 +42,48 @@ def make_run(root: Path, data: Path) -> Path:
     return root
 
 
+DRAWN: dict[str, list] = {}  # what the report's figures were drawn from, read back by the tests
+
+
 @pytest.fixture(scope="module")
 def report(digit_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from vitlab.analysis import plots
+
     run = make_run(tmp_path_factory.mktemp("run"), digit_folder)
-    assert main(["report", str(run), "--limit", "6", "--show", "1", "--device", "cpu"]) == 0
+    real_grid, real_curves = plots.save_overlay_grid, plots.save_curves
+
+    def grid(images, heats, titles, dest, *args, **kwargs):
+        scale = real_grid(images, heats, titles, dest, *args, **kwargs)
+        DRAWN.setdefault("grids", []).append((list(titles), scale))
+        return scale
+
+    def curves(records, dest):
+        DRAWN["curves"] = real_curves(records, dest)
+        return DRAWN["curves"]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(plots, "save_overlay_grid", grid)
+        mp.setattr(plots, "save_curves", curves)
+        assert main(["report", str(run), "--limit", "6", "--show", "1", "--device", "cpu", "--quiet"]) == 0
     return run / "report.html"
+
+
+def test_report_figures_tell_the_truth(report: Path) -> None:
+    page = report.read_text()
+    predictions, rollout = DRAWN["grids"]  # the predictions section is drawn first
+    assert all(re.fullmatch(r"digit\d \(p=\d\.\d\d\),(\n| )true: digit\d", t) for t in predictions[0]), predictions[0]
+    for _, scale in (predictions, rollout):
+        assert scale.vmin == 0.0 and scale.vmax > 0
+    lr = DRAWN["curves"].axes[2]
+    assert list(lr.lines[0].get_ydata()) == LRS and lr.get_title() == "learning rate (every step)"
+    # An untrained model attends near uniformly: the page says so where the maps are.
+    def section(sid: str) -> str:
+        return page[page.index(f'<section id="{sid}">'):].split("</section>")[0]
+
+    # The seeded untrained model attends near uniformly: each attention section says so beside its figure.
+    assert rollout[1].note and "near-uniform attention" in section("rollout")
+    assert "near-uniform attention" in section("maps") and "one absolute colour scale" in section("maps")
+    assert "attend near uniformly" in section("collapse") and "--collapse-similarity centered" in section("collapse")
 
 
 def test_report_is_one_self_contained_page(report: Path) -> None:
@@ -54,7 +93,7 @@ def test_report_is_one_self_contained_page(report: Path) -> None:
     assert page.count('<p class="explain">') == len(SECTIONS)
     assert not re.search(r"""(src|href)=["'](https?:)?//""", page) and "<link" not in page
     srcs = re.findall(r'<img alt="[^"]*" src="([^"]+)"', page)
-    assert len(srcs) == len(SECTIONS) - 1  # every section but the summary has one figure
+    assert len(srcs) == IMAGES
     for src in srcs:
         assert src.startswith("data:image/png;base64,")
         with Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))) as im:
@@ -93,9 +132,10 @@ def test_report_renders_in_a_real_browser(report: Path, tmp_path: Path) -> None:
     body = re.search(r"<body[^>]*>", dom.stdout).group(0)
     # Set by the page's own script on load: it ran, saw no script errors and no undecodable image.
     assert 'data-ready="yes"' in body and 'data-js-errors="0"' in body and 'data-broken-images="0"' in body, body
-    assert f'data-images="{len(SECTIONS) - 1}"' in body
+    assert f'data-images="{IMAGES}"' in body
     for sid in SECTIONS:
         assert f'id="{sid}"' in dom.stdout
+    assert dom.stdout.count("near-uniform attention") >= 2  # the notes reach the rendered page
     # The console saw exactly the page's own line: no uncaught error, no warning.
     console = [line for line in dom.stderr.splitlines() if ":CONSOLE" in line]
     assert len(console) == 1 and "vitlab report rendered" in console[0], console

@@ -66,7 +66,7 @@ def _linear_patch_projection(model: nn.Module) -> nn.Conv2d:
     in_chans = getattr(getattr(model, "config", None), "in_chans", proj.in_channels)
     linear = convs == [proj] and proj.kernel_size == proj.stride and proj.in_channels == in_chans
     if not linear:
-        raise ConfigError(f"{name}'s stem ({type(embed).__name__}) is not a linear patch projection of the image: its "
-                          f"projection maps {proj.in_channels} feature channels with {len(convs) - 1} conv(s) before "
-                          "it, so its weights are not image filters; the filter figure is for the 'patch' stem")
+        raise ConfigError(f"{name} has no linear patch projection of the image: its stem ({type(embed).__name__}) "
+                          f"projects {proj.in_channels} feature channels after {len(convs) - 1} conv(s), so its "
+                          "weights are not image filters; the filter figure is for the 'patch' stem")
     return proj

@@ -43,7 +43,7 @@ def count_macs(model: nn.Module, input_shape: tuple[int, int, int, int]) -> int:
     dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
     x = torch.zeros(input_shape, device=device, dtype=dtype)
     counter = FlopCounterMode(display=False)
-    with _explicit_attention(model), _eval_mode(model), torch.no_grad(), counter:
+    with _explicit_attention(model), _eval_mode(model), _frozen(model), torch.no_grad(), counter:
         model(x)
     return counter.get_total_flops() // 2
 
@@ -65,6 +65,21 @@ def _explicit_attention(model: nn.Module) -> Iterator[None]:
     finally:
         for m, fused in zip(layers, saved):
             m.fused = fused
+
+
+@contextmanager
+def _frozen(model: nn.Module) -> Iterator[None]:
+    # FlopCounterMode's module tracker hooks every module input that requires grad. A parameter fed
+    # to a module as it is (an attention-pool latent, expanded to batch 1 on the meta device) has no
+    # grad_fn there and the hook fails; no parameter needs grad to be counted, so none asks for it.
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 @contextmanager
