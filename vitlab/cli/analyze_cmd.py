@@ -163,6 +163,8 @@ def _write(out_dir: Path, figs: list, summary: dict) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
         for fig in figs:
             (out_dir / f"{fig.key}.png").write_bytes(fig.png)
+        notes = {f.key: f.note for f in figs if getattr(f, "note", None)}  # e.g. near-uniform attention
+        summary = {**summary, "figure_notes": notes} if notes else summary
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     for note in summary.get("notes", []):
         click.echo(f"skipped {note}", err=True)
