@@ -22,7 +22,9 @@ def _machine(m: dict) -> str:
                          if m.get(k))
     gpu = f", GPU {m['gpu']} (CUDA {m['cuda']})" if m.get("gpu") else ""
     load = m.get("load_average")
-    load_s = f"; load average at start {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1 / 5 / 15 min)" if load else ""
+    end = m.get("load_average_end")
+    load_s = f"; load average (1 / 5 / 15 min) {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} at start" if load else ""
+    load_s += f", {end[0]:.1f} / {end[1]:.1f} / {end[2]:.1f} at the end" if load and end else ""
     flags = ", ".join(m["cpu_flags"]) or "none of " + ", ".join(m["flags_checked"])
     return (f"{m['cpu']} ({m['logical_cpus']} logical CPUs; flags: {flags})"
             f"{gpu}; device {m['device']}, {m['torch_threads']} torch threads; {versions}; Python {m['python']}{load_s}")

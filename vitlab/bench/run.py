@@ -10,6 +10,7 @@ Ratios are to timm's eager fp32 in the same rounds (vitlab's eager fp32 without 
 from __future__ import annotations
 
 import gc
+import os
 import shlex
 import statistics
 from collections.abc import Callable, Sequence
@@ -132,6 +133,8 @@ def _run(opts: BenchOptions, device: torch.device, say: Say) -> dict:
         result["data"] = measure_pipelines(folders, opts.data_images, opts.train_batch, min(opts.rounds, 3))
         for d in result["data"]:
             say(f"data {d['folder']}: " + ", ".join(f"{k} {v['rate_median']:.0f} img/s" for k, v in d["rows"].items()))
+    # Other processes' load over the run (the start's is in the machine record): noisy rounds show here.
+    result["machine"]["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     return result
 
 
