@@ -233,3 +233,13 @@ def test_prediction_caption() -> None:
     assert prediction_caption("cat", 0.514, "dog") == "cat (p=0.51), true: dog"
     assert prediction_caption("cat", 0.5) == "cat (p=0.50)"
     assert prediction_caption("tench_fish_long", 0.2, "golf_ball_long") == "tench_fish_long (p=0.20),\ntrue: golf_ball_long"
+
+
+def test_lr_points_every_step_from_any_step_record() -> None:
+    from vitlab.utils.lr_curve import lr_points
+
+    records = [{"kind": "train", "step": 1, "lr": 0.1}, {"kind": "skipped_step", "step": 2, "lr": 0.2},
+               {"kind": "epoch", "step": 2, "lr": 9.0},  # an epoch summary is not a step
+               {"kind": "train", "step": 3, "lr": 0.3}, {"kind": "train", "step": 3, "lr": 0.35}]  # resumed: last wins
+    assert lr_points(records) == ([1, 2, 3], [0.1, 0.2, 0.35], 1)
+    assert lr_points(records[:1] + records[3:4])[2] == 2
