@@ -118,6 +118,39 @@ def test_scan_reads_every_tar_dialect_as_webdataset_does(tmp_path: Path, fmt: in
         open_source(f"wds:{torn}", "train", carve_val=False)
 
 
+def test_mutated_shards_are_read_or_refused_with_one_data_error(tmp_path: Path) -> None:
+    """Fuzzing the header scan and label parsing: random byte changes and cuts of a valid shard."""
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+    path = tmp_path / "train.tar"
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+        for i, data in enumerate([PHOTOS["bird"][0], b"2", json.dumps({"label": 1}).encode()]):
+            info = tarfile.TarInfo(f"{'x' * 120}/k{i // 2}.{['jpg', 'cls', 'json'][i]}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    good = path.read_bytes()
+    target = tmp_path / "mutated.tar"
+
+    @hypothesis.settings(max_examples=60, deadline=None, database=None,
+                         suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture])
+    @hypothesis.given(st.lists(st.tuples(st.integers(0, len(good) - 1), st.integers(0, 255)), max_size=6),
+                      st.one_of(st.just(len(good)), st.integers(0, len(good))))
+    def check(changes: list[tuple[int, int]], cut: int) -> None:
+        data = bytearray(good[:cut])
+        for at, value in changes:
+            if at < len(data):
+                data[at] = value
+        target.write_bytes(bytes(data))
+        try:
+            ds = open_source(f"wds:{target}", "train", carve_val=False, classes=CLASSES)
+            for i in range(len(ds)):
+                ds[i]  # an undecodable image is substituted or refused, never another exception
+        except DataError:
+            pass
+
+    check()
+
+
 def test_own_splits_by_name_else_a_carve_out(shards: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     assert native_splits(shards) == ("train", "val")
     val = open_source(shards, "val")

@@ -132,7 +132,7 @@ def _parse_label(raw: bytes, ext: str, name: str) -> int:
             value = value.get("label", value.get("cls"))
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"got {value!r}")
-    except (ValueError, UnicodeDecodeError) as err:
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:  # RecursionError: absurdly nested JSON
         what = ".cls must hold a non-negative integer" if ext == "cls" else '.json must hold {"label": <int >= 0>}'
         raise DataError(f"{name}: malformed label ({what}; {str(err).splitlines()[0][:80]})") from None
     return value

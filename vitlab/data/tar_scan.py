@@ -29,9 +29,9 @@ def scan_members(f: BinaryIO, path: str, want_data: Callable[[str], bool],
         if header.count(0) == BLOCK:
             return  # the end-of-archive blocks
         _check(header, path, pos)
-        kind, size = header[156:157], _size(header)
-        if kind not in (b"x", b"g", b"L", b"K"):
-            size = int(pending.get("size", size))  # pax sizes win (members of 8 GiB and more)
+        kind, size = header[156:157], _size(header, path, pos)
+        if kind not in (b"x", b"g", b"L", b"K") and "size" in pending:
+            size = _number(pending["size"], 10, path, start=pos)  # pax sizes win (members of 8 GiB and more)
         start = pos + BLOCK
         pos = start + -(-size // BLOCK) * BLOCK  # data padded to whole blocks
         if start + size > file_size:
@@ -60,12 +60,21 @@ def _check(header: bytes, path: str, pos: int) -> None:
                         "needs plain .tar (not .tar.gz)")
 
 
-def _size(header: bytes) -> int:
+def _size(header: bytes, path: str, pos: int) -> int:
     field = header[124:136]
     if field[0] & 0x80:  # GNU base-256 for sizes of 8 GiB and more
         return int.from_bytes(field[1:], "big")
-    text = field.split(b"\0")[0].strip()
-    return int(text, 8) if text else 0
+    return _number(field.split(b"\0")[0].strip() or b"0", 8, path, pos)
+
+
+def _number(text: str | bytes, base: int, path: str, start: int) -> int:
+    try:
+        value = int(text, base)
+        if value < 0:
+            raise ValueError(value)
+    except ValueError:
+        raise DataError(f"{path}: malformed tar header at byte {start} (size {text!r})") from None
+    return value
 
 
 def _ustar_name(header: bytes) -> str:
