@@ -110,8 +110,9 @@ class HFImageDataset(Dataset):
         self.targets: list[int] = [int(v) for v in self.data["label"]]
         bad = sum(1 for v in self.targets if v < 0)
         if bad:  # e.g. the hub's ImageNet test split: every label -1
+            hint = "; train with --test none (data.test: null)" if name.endswith(":test") else ""
             raise DataError(f"{name}: {bad} of {len(self.targets)} rows have no label (label < 0): an unlabelled "
-                            "split cannot be trained or scored on")
+                            f"split cannot be trained or scored on{hint}")
         self.classes = _names(self.data.features["label"], classes, max(self.targets, default=-1), name)
 
     def __len__(self) -> int:
