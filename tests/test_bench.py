@@ -104,6 +104,8 @@ def test_bench_restores_threads_and_refuses_bad_flags(capsys):
     assert main(["bench", "--frameworks", "tensorflow"]) == 2
     assert "--frameworks: tensorflow" in capsys.readouterr().err
     assert main(["bench", "--sections", "speed"]) == 2
+    assert main(["bench", "--models", "s,vit_nonexistent"]) == 2
+    assert "--models: vit_nonexistent not registered" in capsys.readouterr().err
     assert main(["bench", "--batch", "1,x"]) == 2
     err = capsys.readouterr().err
     assert "--batch" in err and "Traceback" not in err

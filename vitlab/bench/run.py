@@ -29,6 +29,7 @@ from vitlab.bench.stats import interleave, per_round_ratios, summarize
 from vitlab.bench.workloads import (NO_CAPTURE, capture_variants, inference_variants, random_batch, training_variants,
                                     variant_name)
 from vitlab.errors import ConfigError
+from vitlab.registry import is_model
 from vitlab.utils.device import resolve_device, resolve_precision
 from vitlab.utils.flops import count_macs
 
@@ -67,8 +68,12 @@ def check_options(opts: BenchOptions) -> None:
         raise ConfigError(f"--sections: unknown {', '.join(bad)}; choose from {', '.join(SECTIONS)}")
     if opts.rounds < 1 or opts.warmup < 0:
         raise ConfigError(f"--rounds must be >= 1 and --warmup >= 0, got {opts.rounds} / {opts.warmup}")
-    if min(opts.batches + (opts.train_batch, opts.capture_batch)) < 1:
+    if not opts.batches or min(opts.batches + (opts.train_batch, opts.capture_batch)) < 1:
         raise ConfigError("--batch, --train-batch and --capture-batch must be >= 1")
+    unknown = [m for m in opts.models if not is_model(ALIASES.get(m, m))]
+    if unknown or not opts.models:
+        raise ConfigError(f"--models: {', '.join(unknown) or 'none given'} not registered "
+                          "(vitlab models lists them; ti / s / b name ViT-Ti/S/B-16 at 224)")
     if opts.threads is not None and opts.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {opts.threads}")
 
