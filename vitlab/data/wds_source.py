@@ -29,6 +29,7 @@ and page-cached files, not for object storage (copy the shards locally first). C
 
 from __future__ import annotations
 
+import functools
 import glob
 import io
 import json
@@ -115,14 +116,20 @@ def class_names(shards: Sequence[Path], max_label: int, classes: Sequence[str] |
         names, origin = _names_file(folder.parent)  # DIR/classes.txt beside DIR/train/, DIR/val/
     if names is None:
         names = [str(i) for i in range(max_label + 1)]
-        LOG.warning("%s%s: no classes.txt or dataset.json beside the shards, so the labels 0..%d name the %d "
-                    "classes", PREFIX, source, max_label, len(names))
+        _say_once(f"{PREFIX}{source}: no classes.txt or dataset.json beside the shards, so the labels 0..{max_label} "
+                  f"name the {len(names)} classes")
     elif max_label >= len(names):
         raise DataError(f"{PREFIX}{source}: label {max_label} in the shards but only {len(names)} class names "
                         f"({origin})")
     if len(set(names)) != len(names):
         raise DataError(f"{PREFIX}{source}: class names repeat ({origin})")
     return names
+
+
+@functools.lru_cache(maxsize=64)
+def _say_once(message: str) -> None:
+    """One warning per process, although train, val and test each open the source."""
+    LOG.warning("%s", message)
 
 
 def _names_file(folder: Path) -> tuple[list[str] | None, str]:
