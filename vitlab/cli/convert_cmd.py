@@ -64,6 +64,7 @@ def convert_cmd(src, dst, src_fmt, dst_fmt, img_size, num_classes, num_heads, gl
     from vitlab.weights import surgery
     from vitlab.utils.atomic import probe_writable, writing
     from vitlab.weights.api import detect_format, export_weights, import_weights
+    from vitlab.weights.published import FLAGS
 
     probe_writable(Path(dst).parent, "DST")  # before the source is read
     src_fmt = src_fmt or detect_format(src)
@@ -81,7 +82,8 @@ def convert_cmd(src, dst, src_fmt, dst_fmt, img_size, num_classes, num_heads, gl
         taken = {k: v for k, v in imp.info["assumed"].items() if k != "from"}
         click.echo(f"note: {src_fmt} files do not record {', '.join(taken)}; took "
                    f"{', '.join(f'{k}={v!r}' for k, v in taken.items())} from the published {imp.info['assumed']['from']} "
-                   "(the same shapes); pass --num-heads / --global-pool or --model if that is wrong")
+                   f"(the same shapes); pass {' / '.join(FLAGS.get(k, '--' + k.replace('_', '-')) for k in taken)} "
+                   "or --model if that is wrong")
     for rec in imp.info["surgery"]:
         click.echo(f"surgery: {json.dumps(rec)}")
     if verify:
