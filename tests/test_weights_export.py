@@ -76,8 +76,14 @@ def test_torch_export_program_round_trip(tmp_path: Path, capsys: pytest.CaptureF
 
 def test_cli_export_layouts(tmp_path: Path) -> None:
     save_weights(tmp_path / "m.safetensors", _tiny(), [f"c{i}" for i in range(10)])
-    for fmt, name in [("timm", "t.safetensors"), ("hf", "hf"), ("torchvision", "tv.pth"), ("mindspore", "m.ckpt")]:
+    for fmt, name in [("timm", "t.safetensors"), ("hf", "hf"), ("torchvision", "tv.pth")]:
         assert main(["export", str(tmp_path / "m.safetensors"), str(tmp_path / name), "--format", fmt]) == 0
+    # MindSpore files always compute eps 1e-7 and tanh GELU: a model with PyTorch's numerics is refused ...
+    assert main(["export", str(tmp_path / "m.safetensors"), str(tmp_path / "m.ckpt"), "--format", "mindspore"]) == 4
+    assert not (tmp_path / "m.ckpt").exists()
+    # ... and one with MindSpore's is written
+    save_weights(tmp_path / "ms.safetensors", _tiny(norm_eps=1e-7, act="gelu_tanh"), [f"c{i}" for i in range(10)])
+    assert main(["export", str(tmp_path / "ms.safetensors"), str(tmp_path / "m.ckpt"), "--format", "mindspore"]) == 0
     imp = import_weights(tmp_path / "hf", "hf")
     assert imp.class_names == [f"c{i}" for i in range(10)]
 

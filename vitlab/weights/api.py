@@ -113,6 +113,9 @@ def import_weights(path: str | Path, fmt: str | None = None, *, img_size: int | 
         names = []
     if len(names) != model.num_classes:
         names = _default_names(model.num_classes)
+    from vitlab.weights.pretrained_cfg import from_import
+
+    model.pretrained_cfg = from_import(info, model.config, model_name, names)  # e.g. an HF processor's squash
     return Imported(model, names, info)
 
 
@@ -126,6 +129,30 @@ def _default_names(n: int) -> list[str]:
 
 def export_weights(model: VisionTransformer, path: str | Path, fmt: str, class_names: list[str] | None = None,
                    info: dict[str, Any] | None = None) -> None:
-    """Write ``model`` in the ``fmt`` layout at ``path`` (a folder for ``hf``)."""
+    """Write ``model`` in the ``fmt`` layout at ``path`` (a folder for ``hf``).
+
+    A target that cannot record the model's numerics (torchvision's fixed eps 1e-6 and exact GELU,
+    MindSpore's 1e-7 and tanh GELU, a timm torch file) is refused with one line naming them.
+    """
     target = formats.get_format(fmt, "target")
+    check_numerics(model.config, fmt, Path(path))
     target.from_vitlab(model, Path(path), list(class_names or _default_names(model.num_classes)), dict(info or {}))
+
+
+# timm's .safetensors records the numerics in its metadata; a torch state dict (.pth / .bin) cannot,
+# and timm builds a ViT with these unless told otherwise.
+_TIMM_DEFAULT_NUMERICS = {"norm_eps": 1e-6, "act": "gelu"}
+
+
+def check_numerics(cfg: Any, fmt: str, path: Path) -> None:
+    """MappingError when ``fmt`` files at ``path`` would lose ``cfg``'s LayerNorm eps or activation."""
+    fixed = formats.FORMATS[fmt].fixed_numerics
+    where = f"{fmt} files"
+    if fixed is None and fmt == "timm" and path.suffix.lower() != ".safetensors":
+        fixed, where = _TIMM_DEFAULT_NUMERICS, f"timm {path.suffix or 'torch'} files (a bare state dict)"
+    if not fixed:
+        return
+    lost = [f"{k}={getattr(cfg, k)!r} (the format has {v!r})" for k, v in fixed.items() if getattr(cfg, k) != v]
+    if lost:
+        hint = "; write timm .safetensors instead" if fmt == "timm" else ""
+        raise MappingError(f"export to {fmt}: {where} cannot record {', '.join(lost)}: refusing to drop them{hint}")

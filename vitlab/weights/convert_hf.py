@@ -38,14 +38,13 @@ _CONVNEXT_CROP_BELOW = 384
 
 
 def processor_preprocess(pre: Mapping[str, Any], source: str) -> dict[str, Any]:
-    """crop_pct, crop_mode and interpolation of an image processor config ({} when there is none).
+    """crop_pct, crop_mode and interpolation of an image processor config.
 
     ``ViTImageProcessor`` resizes both sides to ``size`` (vitlab: crop_mode "squash", crop_pct 1);
     ``ConvNextImageProcessor`` below 384 px resizes the shorter side to size / crop_pct and crops
     the centre (crop_mode "center"). Its ``resample`` (a PIL filter number) is the interpolation.
+    A folder without one gets what transformers' ViT processor does by default (squash, bilinear).
     """
-    if not pre:
-        return {}
     resample = pre.get("resample", 2)
     if resample not in _RESAMPLE:
         raise MappingError(f"{source}: preprocessor_config.json resample {resample!r} is not a filter vitlab applies "
@@ -233,7 +232,8 @@ def processor_config(cfg: ViTConfig, crop_mode: str = "center") -> dict[str, Any
         return {"image_processor_type": "ViTImageProcessor", "size": {"height": h, "width": w}, **common}
     if h != w or h >= _CONVNEXT_CROP_BELOW:
         raise MappingError(f"export to hf: no transformers image processor centre-crops a {h}x{w} input at crop_pct "
-                           f"{cfg.crop_pct} (ConvNext's does below {_CONVNEXT_CROP_BELOW} px, square); set crop_pct 1.0")
+                           f"{cfg.crop_pct} (ConvNext's does below {_CONVNEXT_CROP_BELOW} px, square); for ViT's processor "
+                           "set crop_pct 1.0 and pretrained_cfg crop_mode 'squash'")
     return {"image_processor_type": "ConvNextImageProcessor", "size": {"shortest_edge": h}, "crop_pct": cfg.crop_pct,
             **common}
 
