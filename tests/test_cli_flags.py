@@ -215,3 +215,22 @@ def test_folder_default_augmentation_is_applied(digit_folder: Path) -> None:
 
     assert epochs_differ([])
     assert not epochs_differ(["data.augment.random_resized_crop=false", "data.augment.hflip=0"])  # negative control
+
+
+def test_timm_randaugment_stays_seeded_per_sample() -> None:
+    """The noisy, probabilistic RandAugment draws only from torch's generator: under SeededTransform a
+    sample's image is a function of (seed, epoch, index), whatever ran before (the basis of exact resume)."""
+    from vitlab.data.seeded import SeededTransform
+    from vitlab.data.transforms import AugmentConfig, Preprocess, build_train_transform
+
+    images = [(torch.randint(0, 256, (3, 16, 16), dtype=torch.uint8), 0) for _ in range(6)]
+    pre = Preprocess((16, 16), 3, (0.5,) * 3, (0.5,) * 3, 1.0, "bilinear")
+    aug = AugmentConfig(**{k: v for k, v in parse_timm_rand("rand-m9-mstd0.5").items() if k != "randaugment"},
+                        randaugment=True)
+    ds = SeededTransform(images, build_train_transform(pre, aug), seed=3)
+    forward = [ds[i][0] for i in range(6)]
+    torch.rand(100)  # the caller's stream moves on
+    backward = [ds[i][0] for i in reversed(range(6))][::-1]
+    assert all(torch.equal(a, b) for a, b in zip(forward, backward))
+    ds.set_epoch(1)
+    assert not all(torch.equal(a, ds[i][0]) for i, a in enumerate(forward))  # another epoch, other draws
