@@ -18,9 +18,10 @@ def _figure(width: float, height: float) -> Any:
 
 
 def plot_study(results: dict[str, Any], folder: str | Path) -> list[Path]:
-    """adjacent.png (M^{p,p+1} per block), matrices.png (deepest models), summary.png (vs depth)."""
-    from matplotlib.ticker import MaxNLocator
+    """adjacent.png (M^{p,p+1} per block), matrices.png (deepest models), summary.png (vs depth).
 
+    Blocks are numbered from 1, as in every vitlab figure.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     runs = results["runs"]
@@ -28,6 +29,14 @@ def plot_study(results: dict[str, Any], folder: str | Path) -> list[Path]:
     variants = list(dict.fromkeys(r["variant"] for r in runs))
     color = {v: COLORS[i % len(COLORS)] for i, v in enumerate(variants)}
     paths = [folder / "adjacent.png", folder / "matrices.png", folder / "summary.png"]
+    _adjacent(results, runs, depths, color, paths[0])
+    _matrices(runs, depths, paths[1])
+    _summary(results, runs, depths, variants, color, paths[2])
+    return paths
+
+
+def _adjacent(results: dict[str, Any], runs: list, depths: list[int], color: dict, path: Path) -> None:
+    from matplotlib.ticker import MaxNLocator
 
     fig = _figure(4.2 * len(depths), 3.4)
     for k, depth in enumerate(depths):
@@ -51,7 +60,11 @@ def plot_study(results: dict[str, Any], folder: str | Path) -> list[Path]:
             ax.set_ylabel("similarity of block p with p+1")
             ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(paths[0])
+    fig.savefig(path)
+
+
+def _matrices(runs: list, depths: list[int], path: Path) -> None:
+    from matplotlib.ticker import MaxNLocator
 
     deepest = [r for r in runs if r["depth"] == depths[-1]]
     panels = [(r, "softmax") for r in deepest] + [(r, "mixed") for r in deepest if r["mixed"] != r["softmax"]]
@@ -67,8 +80,11 @@ def plot_study(results: dict[str, Any], folder: str | Path) -> list[Path]:
         if k == 0:
             ax.set_ylabel("block p")
     fig.colorbar(im, ax=fig.axes, shrink=0.8)
-    fig.savefig(paths[1])
+    fig.savefig(path)
 
+
+def _summary(results: dict[str, Any], runs: list, depths: list[int], variants: list, color: dict,
+             path: Path) -> None:
     fig = _figure(8.4, 3.2)
     acc, sim = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     for v in variants:
@@ -88,5 +104,4 @@ def plot_study(results: dict[str, Any], folder: str | Path) -> list[Path]:
     for ax in (acc, sim):
         ax.set_xticks(depths)
     fig.tight_layout()
-    fig.savefig(paths[2])
-    return paths
+    fig.savefig(path)
