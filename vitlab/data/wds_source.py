@@ -105,8 +105,6 @@ def _folder_splits(base: Path) -> dict[str, str]:
     return {s: "::".join(str(base / n) for n in names) for s, names in named.items() if names}
 
 
-
-
 def class_names(shards: Sequence[Path], max_label: int, classes: Sequence[str] | None, source: str) -> list[str]:
     """The class names: ``classes``, else ``classes.txt`` / ``dataset.json`` beside the first shard (or one folder
     up from a ``train/`` / ``val/`` / ``test/`` folder of shards), else '0'..'N-1'."""
