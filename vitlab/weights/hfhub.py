@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
 from vitlab.errors import DownloadError
 from vitlab.weights.errors import HashMismatchError
@@ -89,9 +91,29 @@ def _why(err: BaseException) -> str:
         return "no such repository (or it is private / gated)"
     if constants.is_offline_mode():
         return "not in the local cache and HF_HUB_OFFLINE=1 is set"
-    if isinstance(err, EntryNotFoundError):
+    root = err
+    while root.__cause__ is not None or root.__context__ is not None:
+        root = root.__cause__ or root.__context__  # type: ignore[assignment]
+    if isinstance(err, EntryNotFoundError) and root is err:
         return "no such file in the repository, and not in the local cache"
-    return (str(err).splitlines() or [type(err).__name__])[0][:160]
+    return (str(root).splitlines() or [type(root).__name__])[0][:160]
+
+
+def _unresolvable() -> str | None:
+    """Why the hub's host cannot be resolved (no network, no DNS), or None.
+
+    Checked first because huggingface_hub retries a failed connection five times with backoff
+    (about 30 s) before it falls back to its cache; with no name resolution there is nothing to
+    wait for, so the cache is read at once.
+    """
+    from huggingface_hub import constants
+
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError as err:
+        return f"cannot resolve {host}: {getattr(err, 'strerror', None) or err}"
+    return None
 
 
 def hub_file(repo_id: str, filename: str, revision: str | None = None, cache_dir: str | Path | None = None,
@@ -100,16 +122,19 @@ def hub_file(repo_id: str, filename: str, revision: str | None = None, cache_dir
 
     ``missing_ok``: None when the repo has no such file (or, offline, the cache has none).
     """
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError
 
     label = f"hf-hub:{repo_id}{'@' + revision if revision else ''}/{filename}"
+    no_network = None if constants.is_offline_mode() else _unresolvable()
     try:
-        path = Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=_hub_cache(cache_dir)))
+        path = Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=_hub_cache(cache_dir),
+                                    local_files_only=no_network is not None))
     except _errors() as err:
         if missing_ok and isinstance(err, EntryNotFoundError):
             return None
-        raise DownloadError(f"{label}: download failed ({_why(err)}); fetch it another way and pass --weights "
+        why = f"{no_network}; not in the local cache" if no_network else _why(err)
+        raise DownloadError(f"{label}: download failed ({why}); fetch it another way and pass --weights "
                             "FILE or DIR (Python: weights=...)") from None
     return verify_cached(path, label)
 
