@@ -54,11 +54,12 @@ def create_model(name: str, pretrained: bool | str | None = None, weights: str |
         ConfigError: an override is unknown or invalid, or a tag is unknown / contradicts ``pretrained``.
         DownloadError: a download failed (offline: exit code 11).
     """
-    from vitlab.weights.hfhub import parse_hub_id
+    if "/" in name:  # registry names have none: a hub id (imported only then: keeps create_model light)
+        from vitlab.weights.hfhub import parse_hub_id
 
-    hub = parse_hub_id(name) if "/" in name else None
-    if hub is not None:
-        return _from_hub(name, hub[0], hub[1], pretrained, weights, overrides)
+        hub = parse_hub_id(name)
+        if hub is not None:
+            return _from_hub(name, hub[0], hub[1], pretrained, weights, overrides)
     name, tag = name_and_tag(name, pretrained)
     if tag is None and weights is None:
         model = build_model(name, **overrides)
