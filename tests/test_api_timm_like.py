@@ -205,6 +205,9 @@ def test_save_pretrained_round_trip(tmp_path: Path) -> None:
     assert back.pretrained_cfg["input_size"] == (3, 32, 32) and back.pretrained_cfg["label_names"] == ["a", "b", "c"]
     with pytest.raises(ConfigError, match="rebuilds as saved"):
         vitlab.from_pretrained(folder, num_classes=4)
+    with torch.no_grad():  # the folder is also a weights source like any other
+        again = vitlab.create_model("vit_pico_patch4_32", depth=1, num_classes=3, weights=folder).eval()
+        assert torch.equal(again(X), model(X)) and again.class_names == ["a", "b", "c"]
     data = bytearray((folder / "model.safetensors").read_bytes())
     data[-3] ^= 0xFF  # one flipped byte in the weights
     (folder / "model.safetensors").write_bytes(bytes(data))

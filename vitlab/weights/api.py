@@ -88,6 +88,10 @@ def import_weights(path: str | Path, fmt: str | None = None, *, img_size: int | 
             numerics: eps and activation are the source's, unless given in ``known``).
         known: further ViTConfig fields (``num_heads``, ``norm_eps``, ``mean`` ...); they win.
     """
+    from vitlab.weights.pretrained_dir import WEIGHTS, is_vitlab_folder
+
+    if fmt in (None, "vitlab") and is_vitlab_folder(Path(path)):  # a save_pretrained folder: its sealed checkpoint
+        path, fmt = Path(path) / WEIGHTS, "vitlab"
     fmt = fmt or detect_format(path)
     hub_pre = _hub_preprocess(Path(path), fmt)
     known = {**_known_from_name(model_name), **{k: v for k, v in hub_pre.items() if k != "crop_mode"},
