@@ -231,3 +231,18 @@ def test_new_fields_round_trip_and_fine_tune(digit_folder: Path, tmp_path: Path)
     assert (cfg.reg_tokens, cfg.no_embed_class, cfg.init_values) == (4, True, 1e-5)
     assert ViTConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     assert torch.equal(ckpt.model.pos_embed[:, : ckpt.model.num_prefix_tokens], torch.zeros(1, 5, 32))
+
+
+def test_new_fields_are_checked_and_yaml_numbers_read() -> None:
+    """PyYAML reads ``1e-5`` (no dot) as text: such a float field becomes the number; bad values are
+    one ConfigError naming the field."""
+    from vitlab.models.vit_config import ViTConfig
+
+    cfg = ViTConfig().replace(init_values="1e-5", norm_eps="1e-5", reg_tokens=2)
+    cfg.validate()
+    assert (cfg.init_values, cfg.norm_eps) == (1e-5, 1e-5)
+    for bad, field in ((dict(init_values="abc"), "init_values"), (dict(reg_tokens=-1), "reg_tokens"),
+                       (dict(reg_tokens=2, dist_token=True), "reg_tokens"), (dict(global_pool="max"), "global_pool"),
+                       (dict(pre_norm=True, stem="conv", stem_args=dict(channels=(8, 8, 8, 8))), "pre_norm")):
+        with pytest.raises(ConfigError, match=field):
+            ViTConfig().replace(**bad).validate()

@@ -158,6 +158,7 @@ class ViTConfig:
         for key in ("mean", "std"):
             if key in fixed:
                 fixed[key] = tuple(fixed[key])
+        _numbers(fixed)
         if "in_chans" in fixed and "mean" not in fixed and len(self.mean) != fixed["in_chans"]:
             fixed["mean"] = (self.mean[0],) * fixed["in_chans"]
             fixed["std"] = (self.std[0],) * fixed["in_chans"]
@@ -212,6 +213,20 @@ def _legacy_args(group: str, name: str, legacy: Mapping[str, Any], strict: bool)
             raise ConfigError(f"{old} does not apply to {group} {name!r}; its arguments: "
                               f"{', '.join(takes) or '(none)'}")
     return out
+
+
+def _numbers(fixed: dict[str, Any]) -> None:
+    """Float fields given as text become floats: YAML 1.1 (PyYAML, ``--set``) reads ``1e-5`` as a string."""
+    floats = {f.name for f in dataclasses.fields(ViTConfig) if "float" in str(f.type) and "tuple" not in str(f.type)}
+    for name in floats & set(fixed):
+        value = fixed[name]
+        if isinstance(value, str):
+            try:
+                fixed[name] = float(value)
+            except ValueError:
+                raise ConfigError(f"{name} must be a number, got {value!r}") from None
+        elif isinstance(value, bool) or not (value is None or isinstance(value, (int, float))):
+            raise ConfigError(f"{name} must be a number, got {value!r}")
 
 
 def _check_tokens(cfg: ViTConfig) -> None:
