@@ -30,8 +30,8 @@ class Predictor(ABC):
     note: str = ""  # what load_runtime chose and why, one line
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        if images.ndim != 4:
-            raise ValueError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}")
+        if images.ndim != 4 or images.shape[0] == 0:
+            raise ValueError(f"images must be (B, C, H, W) with B >= 1, got shape {tuple(images.shape)}")
         outs = [self._run(images[i:i + self.batch_size]) for i in range(0, images.shape[0], self.batch_size)]
         return torch.cat(outs).float().cpu()
 
