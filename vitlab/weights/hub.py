@@ -241,7 +241,7 @@ def load_weights_into(model: nn.Module, model_name: str, pretrained: str | None 
     in one warning line, unless ``numerics`` fixes them. Architecture mismatches raise before
     anything is copied. Sets ``model.class_names``, ``model.weights_info`` and ``model.pretrained_cfg``.
     """
-    from vitlab.weights import pretrained_cfg as pcfg
+    import vitlab.weights.pretrained_cfg as pcfg
     from vitlab.weights.api import import_weights
     from vitlab.weights.keymap import load_into
 

@@ -20,7 +20,7 @@ from typing import Any
 from torch import nn
 
 from vitlab.utils.atomic import atomic_write
-from vitlab.weights import pretrained_cfg as pcfg
+import vitlab.weights.pretrained_cfg as pcfg  # not `from vitlab.weights import`: the package imports api
 from vitlab.weights.errors import MalformedFileError
 from vitlab.weights.vitlab_format import describe, save_weights
 
