@@ -50,7 +50,8 @@ def _spec(tag: str, path: Path, **kw) -> WeightSpec:
                       img_size=32, num_classes=10, label_set="cifar-10", license="cc-by-4.0", **kw)
 
 
-def test_pretrained_true_false_and_name_tag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pretrained_true_false_and_name_tag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture) -> None:
     first, second = _timm_pico(1), _timm_pico(2)
     write_torch(tmp_path / "a.pth", first.state_dict())
     write_torch(tmp_path / "b.pth", second.state_dict())
@@ -75,6 +76,11 @@ def test_pretrained_true_false_and_name_tag(tmp_path: Path, monkeypatch: pytest.
         vitlab.create_model("vit_pico_patch4_32.second", pretrained="first")
     with pytest.raises(ConfigError, match="no pretrained weights are listed for vit_pico_patch4_28"):
         vitlab.create_model("vit_pico_patch4_28", pretrained=True)
+    assert main(["pretrained", "vit_pico_patch4_32"]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    assert "first" in listing[1] and listing[1].endswith("(default)") and not listing[2].endswith("(default)")
+    # the CLI loads the default tag for MODEL --out, NAME.TAG for a named one
+    assert main(["pretrained", "vit_pico_patch4_32.second", "--out", str(tmp_path / "s.safetensors")]) == 4  # depth 6
 
 
 # ------------------------------------------------------------------ huggingface_hub's cache layout

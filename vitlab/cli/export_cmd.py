@@ -89,10 +89,12 @@ def pretrained_cmd(model, tag, weights, out, num_classes, img_size, cache) -> No
 
     if tag is None and weights is None and out is None:
         specs = list_specs(model)
+        defaults = {s.model: s.tag for s in reversed(list_specs())}  # a model's first spec (pretrained=True)
         click.echo(f"{'model.tag':<52} {'format':<12} {'size':>4} {'classes':>7}  license")
         for s in specs:
-            click.echo(f"{s.name:<52} {s.fmt:<12} {s.img_size:>4} {s.num_classes:>7}  {s.license}")
-        click.echo(f"{len(specs)} checkpoint(s)")
+            mark = "  (default)" if defaults[s.model] == s.tag else ""
+            click.echo(f"{s.name:<52} {s.fmt:<12} {s.img_size:>4} {s.num_classes:>7}  {s.license}{mark}")
+        click.echo(f"{len(specs)} checkpoint(s); (default): what pretrained=True and MODEL --out without a tag load")
         return
     if model is None or out is None:
         raise ConfigError("loading weights needs MODEL and --out")
