@@ -125,3 +125,21 @@ def test_hf_export_writes_a_processor_that_prepares_images_alike(tmp_path: Path,
         assert _worst(create_transform(model), theirs, square) < PIXEL
         back = vitlab.from_pretrained(tmp_path / kind)  # and the import reads it back
         assert (back.pretrained_cfg["crop_pct"], back.pretrained_cfg["interpolation"]) == (crop_pct, "bicubic")
+
+
+@pytest.mark.parametrize("name,kw", [
+    ("DeiTImageProcessor", dict(size={"height": 256, "width": 256}, crop_size={"height": 224, "width": 224},
+                                do_center_crop=True, resample=3)),  # squash to 256, crop 224
+    ("CLIPImageProcessor", dict(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224},
+                                do_center_crop=True, resample=3)),  # shorter side to 224, crop 224
+], ids=["deit", "clip"])
+def test_reads_cropping_hf_processors(tmp_path: Path, photos: list[Image.Image], name: str, kw: dict) -> None:
+    transformers = pytest.importorskip("transformers")
+    proc = _pil_processor(transformers, name)(image_mean=[0.5, 0.4, 0.3], image_std=[0.2, 0.25, 0.3], **kw)
+    _hf_folder(tmp_path / "hf", proc)
+    model = vitlab.from_pretrained(tmp_path / "hf")
+    theirs = lambda im: proc(images=im, return_tensors="pt")["pixel_values"][0]  # noqa: E731
+    # HF floors an odd crop margin where timm / torchvision round it: square photos (even margins) only
+    assert _worst(create_transform(model), theirs, photos[:5]) < PIXEL
+    if name.startswith("DeiT"):  # the control: reading the size and not the crop (squash to 224) is off
+        assert _worst(create_transform(model, crop_pct=1.0), theirs, photos[:5]) > 0.1

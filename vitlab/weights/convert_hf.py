@@ -42,7 +42,9 @@ def processor_preprocess(pre: Mapping[str, Any], source: str) -> dict[str, Any]:
 
     ``ViTImageProcessor`` resizes both sides to ``size`` (vitlab: crop_mode "squash", crop_pct 1);
     ``ConvNextImageProcessor`` below 384 px resizes the shorter side to size / crop_pct and crops
-    the centre (crop_mode "center"). Its ``resample`` (a PIL filter number) is the interpolation.
+    the centre (crop_mode "center"), as CLIP's does with ``shortest_edge`` + ``crop_size``; DeiT's /
+    BEiT's squash to ``size`` and crop ``crop_size`` (crop_pct = crop / size). Its ``resample`` (a
+    PIL filter number) is the interpolation.
     A folder without one gets what transformers' ViT processor does by default (squash, bilinear).
     """
     resample = pre.get("resample", 2)
@@ -51,8 +53,19 @@ def processor_preprocess(pre: Mapping[str, Any], source: str) -> dict[str, Any]:
                            "(0 nearest, 2 bilinear, 3 bicubic)")
     out: dict[str, Any] = {"interpolation": _RESAMPLE[resample], "crop_pct": 1.0, "crop_mode": "squash"}
     size = pre.get("size") or {}
-    if "shortest_edge" in size and pre.get("crop_pct") and size["shortest_edge"] < _CONVNEXT_CROP_BELOW:
-        out.update(crop_pct=float(pre["crop_pct"]), crop_mode="center")
+    size = {"shortest_edge": size} if isinstance(size, int) else size
+    crop = pre.get("crop_size") if pre.get("do_center_crop") else None
+    crop = {"height": crop, "width": crop} if isinstance(crop, int) else crop
+    if "shortest_edge" in size:  # the shorter side to a size, then (CLIP, ConvNext) a centre crop
+        pct = float(crop["height"]) / size["shortest_edge"] if crop else 1.0
+        if not crop and pre.get("crop_pct") and size["shortest_edge"] < _CONVNEXT_CROP_BELOW:
+            pct = float(pre["crop_pct"])
+        out.update(crop_pct=pct, crop_mode="center")
+    elif crop and "height" in size:  # DeiT, BEiT: both sides to a size, then a centre crop
+        pct_h, pct_w = crop["height"] / size["height"], crop["width"] / size["width"]
+        if abs(pct_h - pct_w) > 1e-9 or pct_h > 1:
+            raise MappingError(f"{source}: preprocessor_config.json crops {crop} out of {size}: not one crop fraction")
+        out.update(crop_pct=float(pct_h))
     return out
 
 
