@@ -113,8 +113,10 @@ def _prepare(cfg: TrainConfig, echo: Callable[[str], None] = print) -> _Prepared
     if cfg.init.weights or cfg.init.pretrained:
         from vitlab.weights.hub import load_weights_into
 
+        # the weights' own eps / activation win over the preset's; ones set in model_args win over both
+        numerics = {k: cfg.model_args[k] for k in ("norm_eps", "act") if k in cfg.model_args}
         load_weights_into(probe, cfg.model, pretrained=cfg.init.pretrained, weights=cfg.init.weights,
-                          resample=cfg.init.resample)
+                          resample=cfg.init.resample, numerics=numerics)
     aug = AugmentConfig(**dataclasses.asdict(cfg.data.augment))
     train_ds = SeededTransform(train_raw, build_train_transform(pre, aug), cfg.seed)
     return _Prepared(probe, train_ds, val_ds, test_ds, classes, device, precision)
