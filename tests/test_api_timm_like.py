@@ -159,6 +159,9 @@ def test_hub_ids_load_from_the_huggingface_hub_cache_offline(tmp_path: Path, off
         assert (hf(X) - hf_peer(pixel_values=X).logits).abs().max().item() < TOL
     assert (hf.config.norm_eps, hf.config.act) == (1e-7, "gelu_tanh")  # config.json's numerics kept
     assert hf.class_names == ["cat", "dog", "owl"] and hf.pretrained_cfg["crop_mode"] == "squash"
+    # convert keeps it: a vitlab checkpoint of the HF weights prepares images as HF's processor does
+    assert main(["convert", str(tmp_path / "hf_repo"), str(tmp_path / "hf.safetensors")]) == 0
+    assert vitlab.load_checkpoint(tmp_path / "hf.safetensors").model.pretrained_cfg["crop_mode"] == "squash"
     assert hf.pretrained_cfg["interpolation"] == "bilinear"  # the processor's resample=2, not vitlab's default
     # the same folders load from disk too
     with torch.no_grad():

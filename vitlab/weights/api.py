@@ -140,7 +140,12 @@ def export_weights(model: VisionTransformer, path: str | Path, fmt: str, class_n
     """
     target = formats.get_format(fmt, "target")
     check_numerics(model.config, fmt, Path(path))
-    target.from_vitlab(model, Path(path), list(class_names or _default_names(model.num_classes)), dict(info or {}))
+    info = dict(info or {})
+    if fmt == "vitlab" and getattr(model, "pretrained_cfg", None):  # kept with the weights (e.g. an HF squash)
+        from vitlab.weights.pretrained_cfg import jsonable
+
+        info["pretrained_cfg"] = jsonable(model.pretrained_cfg)
+    target.from_vitlab(model, Path(path), list(class_names or _default_names(model.num_classes)), info)
 
 
 # timm's .safetensors records the numerics in its metadata; a torch state dict (.pth / .bin) cannot,
