@@ -191,10 +191,12 @@ def vit_nano_patch4_28(**kw: Any) -> VisionTransformer:
 
 # ---------------------------------------------------------------------------- the ViTs people use now
 # timm's names, architectures and the preprocessing of each default pretrained tag (timm 1.0's
-# pretrained_cfg: mean / std / crop_pct / interpolation); num_classes as the default weights have it.
+# pretrained_cfg: mean / std / crop_pct / interpolation). Every registered vitlab model has a head
+# (1000 classes here), also where timm's default tag is headless (DINOv2, SigLIP: num_classes 0 in
+# its pretrained_cfg): pass num_classes=0 for the features; importing a headless file does that itself.
 _IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 _CLIP = dict(mean=(0.48145466, 0.4578275, 0.40821073), std=(0.26862954, 0.26130258, 0.27577711))
-_DINOV2 = dict(init_values=1e-5, num_classes=0, crop_pct=1.0, **_IMAGENET)  # LayerScale, features only
+_DINOV2 = dict(init_values=1e-5, crop_pct=1.0, **_IMAGENET)  # LayerScale
 _REG4 = dict(reg_tokens=4, no_embed_class=True)
 
 
@@ -212,13 +214,13 @@ def deit3_base_patch16_224(**kw: Any) -> VisionTransformer:
 
 @register_model
 def vit_small_patch14_dinov2(**kw: Any) -> VisionTransformer:
-    """DINOv2 ViT-S/14 (Oquab et al. 2024): LayerScale 1e-5, 518 px (37 x 37 grid), features only."""
+    """DINOv2 ViT-S/14 (Oquab et al. 2024): LayerScale 1e-5, 518 px (37 x 37 grid)."""
     return _vit("small", 14, 518, kw, **_DINOV2)
 
 
 @register_model
 def vit_base_patch14_dinov2(**kw: Any) -> VisionTransformer:
-    """DINOv2 ViT-B/14: LayerScale 1e-5, 518 px (37 x 37 grid), features only."""
+    """DINOv2 ViT-B/14: LayerScale 1e-5, 518 px (37 x 37 grid)."""
     return _vit("base", 14, 518, kw, **_DINOV2)
 
 
@@ -250,4 +252,4 @@ def vit_base_patch16_clip_224(**kw: Any) -> VisionTransformer:
 @register_model
 def vit_base_patch16_siglip_224(**kw: Any) -> VisionTransformer:
     """SigLIP ViT-B/16 image tower (Zhai et al. 2023): no class token, attention-pooling (MAP) head."""
-    return _vit("base", 16, 224, kw, class_token=False, global_pool="map", num_classes=0, crop_pct=0.9)
+    return _vit("base", 16, 224, kw, class_token=False, global_pool="map", crop_pct=0.9)
