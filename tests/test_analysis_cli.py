@@ -38,7 +38,8 @@ def test_analyze_all_writes_every_figure(checkpoint: Path, digit_folder: Path, t
     assert code == 0
     names = {p.name for p in out.iterdir()}
     assert names == {"attention_maps_0.png", "attention_maps_1.png", "rollout.png", "distance.png", "collapse.png",
-                     "entropy.png", "posembed.png", "filters.png", "summary.json"}
+                     "entropy.png", "posembed.png", "filters.png", "outliers.png", "outlier_maps.png",
+                     "summary.json"}
     for p in out.glob("*.png"):
         with Image.open(p) as im:
             assert im.size[0] > 100 and im.size[1] > 100

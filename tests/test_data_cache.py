@@ -48,9 +48,9 @@ def test_cache_has_the_same_pixels_as_pil(tmp_path: Path, fmt: str) -> None:
 
 
 def test_cache_of_shared_cifar_matches_pil() -> None:
-    from tests.conftest import SHARED
-
-    folder = SHARED / "cifar10_jpg" / "test" / "cat"
+    # The shared data folder sits beside the checkout; computed here so the test runs from any cwd.
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data"
+    folder = shared / "cifar10_jpg" / "test" / "cat"
     if not folder.is_dir():
         pytest.skip("../shared/data/cifar10_jpg not present")
     ds = ImageFolderDataset(folder.parent)

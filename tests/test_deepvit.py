@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +18,8 @@ import torch.nn.functional as F
 import vitlab
 from vitlab.errors import ConfigError
 from vitlab.layers import Attention, ReAttention
+
+RECIPE = Path(__file__).resolve().parents[1] / "vitlab" / "recipes" / "collapse_study.yaml"
 from vitlab.layers.cnn_embed import CnnPatchEmbed
 from vitlab.layers.reattention import HeadMixing, num_reattention_params, reattention_layers
 from vitlab.models import ViTConfig
@@ -338,10 +341,10 @@ def test_recipe_and_report(tmp_path) -> None:
     from vitlab.studies.collapse_plots import plot_study
     from vitlab.studies.collapse_study import load_recipe, results_table, summarize
 
-    study, train = load_recipe("configs/collapse_study.yaml")
+    study, train = load_recipe(RECIPE)
     assert study.depths == (8, 16, 24) and set(study.variants) == {"self-attention", "re-attention"}
     assert train["model_args"]["embed_dim"] == 64
-    smoke, smoke_train = load_recipe("configs/collapse_study.yaml", smoke=True)
+    smoke, smoke_train = load_recipe(RECIPE, smoke=True)
     assert smoke.depths == (2, 3) and smoke_train["epochs"] == 1 and smoke_train["model_args"]["embed_dim"] == 64
     bad = tmp_path / "bad.yaml"
     bad.write_text("study: {depth: [3]}\n")
