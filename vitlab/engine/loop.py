@@ -169,6 +169,8 @@ def train_one_epoch(
             if log is not None:
                 log(record)
             tick, tick_images = now, 0
+        elif log is not None:  # the lr curve is drawn from every step (warmup visible), not every log_every-th
+            log({"kind": "lr", "epoch": epoch, "step": record["step"], "lr": record["lr"]})
         bar.update(1)
         step, micro = step + 1, _Micro()
         if on_step_end is not None and on_step_end(step):

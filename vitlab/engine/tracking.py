@@ -37,7 +37,7 @@ class TensorBoard:
         if self.writer is None:
             return
         step = int(record.get("step", 0))
-        prefix = "train" if record.get("kind") == "train" else "epoch"
+        prefix = "train" if record.get("kind") in ("train", "lr") else "epoch"
         with writing(self.folder):
             for key, value in record.items():
                 if key in ("kind", "step", "epoch") or not isinstance(value, (int, float)) or isinstance(value, bool):
@@ -63,12 +63,16 @@ def read_records(metrics: Path) -> list[dict[str, Any]]:
     return out
 
 
+_STEP_RECORDS = frozenset({"train", "skipped_step", "lr"})
+
+
 def truncate_records(metrics: Path, step: int, epoch: int) -> None:
-    """Keep train records up to ``step`` and epoch records before ``epoch`` (resume after a crash)."""
+    """Keep step records (train, skipped, lr) up to ``step`` and epoch records before ``epoch`` (resume after a crash)."""
     from vitlab.utils.atomic import atomic_write
 
     keep = [r for r in read_records(metrics)
-            if (r.get("kind") == "train" and r.get("step", 0) <= step) or (r.get("kind") == "epoch" and r.get("epoch", 0) < epoch)]
+            if (r.get("kind") in _STEP_RECORDS and r.get("step", 0) <= step)
+            or (r.get("kind") == "epoch" and r.get("epoch", 0) < epoch)]
     blob = "".join(json.dumps(r) + "\n" for r in keep).encode()
     atomic_write(metrics, lambda f: f.write(blob))
 
