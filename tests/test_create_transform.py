@@ -143,3 +143,18 @@ def test_reads_cropping_hf_processors(tmp_path: Path, photos: list[Image.Image],
     assert _worst(create_transform(model), theirs, photos[:5]) < PIXEL
     if name.startswith("DeiT"):  # the control: reading the size and not the crop (squash to 224) is off
         assert _worst(create_transform(model, crop_pct=1.0), theirs, photos[:5]) > 0.1
+
+
+def test_vitlab_trained_checkpoints_keep_their_training_eval_transform(tmp_path: Path, photos: list[Image.Image]) -> None:
+    """A checkpoint without a pretrained_cfg (written by vitlab's trainer) is evaluated with the
+    transform the trainer validated with, so ``vitlab eval`` reproduces training's figures."""
+    from vitlab.weights.vitlab_format import save_weights
+
+    model = vitlab.create_model("vit_pico_patch4_32", img_size=224, depth=1, crop_pct=0.875, interpolation="bicubic")
+    save_weights(tmp_path / "trained.safetensors", model, [str(i) for i in range(10)])
+    ckpt = vitlab.load_checkpoint(tmp_path / "trained.safetensors")
+    assert ckpt.model.pretrained_cfg["crop_mode"] == "vitlab"
+    trainer_eval = build_eval_transform(Preprocess.from_config(ckpt.model.config))
+    assert _worst(create_transform(ckpt.model), trainer_eval, photos) == 0.0
+    timm_rule = create_transform(ckpt.model, crop_mode="center")  # the control: timm's rule crops 224 px photos
+    assert _worst(timm_rule, trainer_eval, photos[:5]) > 0.1

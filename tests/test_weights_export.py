@@ -48,7 +48,7 @@ def test_onnx_dynamic_batch_and_size_with_metadata(tmp_path: Path, capsys: pytes
     meta = {k: json.loads(v) for k, v in sess.get_modelmeta().custom_metadata_map.items()}
     assert meta["class_names"] == names and meta["vitlab_config"]["depth"] == 1
     assert meta["preprocessing"] == {"input_size": [3, 32, 32], "mean": list(model.config.mean), "std": list(model.config.std),
-                                     "crop_pct": 0.9, "crop_mode": "center", "interpolation": "bicubic"}
+                                     "crop_pct": 0.9, "crop_mode": "vitlab", "interpolation": "bicubic"}
     # at a size it was not traced at, against eager PyTorch moved to that size (independently of the export's check)
     x = torch.randn(2, 3, 48, 24, generator=torch.Generator().manual_seed(7))
     (got,) = sess.run(None, {"images": x.numpy()})

@@ -161,7 +161,8 @@ def save_pretrained(model: nn.Module, folder: str | Path, class_names: list[str]
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
     """Rebuild the model stored in a vitlab checkpoint (in eval mode) with its class names and info.
 
-    ``ckpt.model.pretrained_cfg`` is the one stored with it, else derived from its config.
+    ``ckpt.model.pretrained_cfg`` is the one stored with it, else derived from its config with
+    crop_mode "vitlab" (the eval transform vitlab's trainer used: :mod:`vitlab.data.preprocess`).
     """
     from vitlab.weights.rebuild import load_checkpoint as rebuild  # imports every family (DETR: torchvision)
 
@@ -171,8 +172,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
         from vitlab.weights.pretrained_cfg import from_json
 
         ckpt.model.pretrained_cfg = from_json(stored)
-    else:
+    else:  # trained by vitlab (or written before pretrained_cfg): the transform its training validated with
         _describe_untrained(ckpt.model, getattr(ckpt.model, "model_name", None) or "")
         if getattr(ckpt.model, "pretrained_cfg", None) is not None:
-            ckpt.model.pretrained_cfg["source"] = "vitlab"
+            ckpt.model.pretrained_cfg.update(source="vitlab", crop_mode="vitlab")
     return ckpt

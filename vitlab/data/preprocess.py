@@ -10,7 +10,12 @@ spec, a timm hub config, a Hugging Face image processor) or, without one, ``mode
     crop   ->  the centre img_size
     tensor ->  float in [0, 1], then (x - mean) / std
 
-It is the same on every input: a PIL image is resized by PIL (what timm and transformers do, so
+crop_mode "vitlab" is the transform vitlab's trainer validated with
+(:func:`vitlab.data.build_eval_transform`: an image already at the model's size is kept, tensors
+are resized by torchvision); :func:`vitlab.api.load_checkpoint` gives it to checkpoints that
+carry no pretrained_cfg (those trained by vitlab), so ``vitlab eval`` measures what training did.
+
+Otherwise it is the same on every input: a PIL image is resized by PIL (what timm and transformers do, so
 the pixels match theirs exactly); a uint8 tensor goes through PIL too; a float tensor through
 torchvision's antialiased resize. Unlike :func:`vitlab.data.build_eval_transform`, an image
 already at the model's size is still resized and cropped when crop_pct < 1, as timm does.
@@ -28,12 +33,12 @@ from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
 from vitlab.data.image_ops import ToChannels
-from vitlab.data.transforms import AugmentConfig, Preprocess, Transform, build_train_transform
+from vitlab.data.transforms import AugmentConfig, Preprocess, Transform, build_eval_transform, build_train_transform
 from vitlab.errors import ConfigError
 
 _MODES = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC,
           "nearest": InterpolationMode.NEAREST}
-CROP_MODES = ("center", "squash")
+CROP_MODES = ("center", "squash", "vitlab")
 
 
 @dataclass(frozen=True)
@@ -123,7 +128,7 @@ def create_transform(model: Any, train: bool = False, augment: AugmentConfig | N
     training pipeline at the same size and normalisation with ``augment`` (default: none).
     """
     pre = resolve_preprocess(model, **overrides)
-    if not train:
-        return EvalTransform(pre)
     base = Preprocess(pre.img_size, pre.in_chans, pre.mean, pre.std, pre.crop_pct, pre.interpolation)  # type: ignore[arg-type]
-    return build_train_transform(base, augment or AugmentConfig())
+    if train:
+        return build_train_transform(base, augment or AugmentConfig())
+    return build_eval_transform(base) if pre.crop_mode == "vitlab" else EvalTransform(pre)

@@ -4,7 +4,9 @@ A plain dict (timm's keys where timm has one): ``architecture``, ``tag``, ``sour
 the weights came from, or ``"untrained"``), ``url`` / ``hf_hub_id`` / ``file``, ``license``,
 ``label_set``, ``input_size`` (C, H, W), ``mean``, ``std``, ``crop_pct``, ``crop_mode``
 (``"center"``: shorter side to size / crop_pct, then a centre crop, as timm; ``"squash"``: both
-sides to size / crop_pct, as Hugging Face's ViT image processor), ``interpolation``,
+sides to size / crop_pct, as Hugging Face's ViT image processor; ``"vitlab"``: vitlab's own
+training-time eval transform, which keeps an image already at the model's size, for
+checkpoints trained by vitlab), ``interpolation``,
 ``num_classes`` and ``label_names`` when the classes are known. The preprocessing fields are what
 :func:`vitlab.data.create_transform` builds the eval transform from.
 """
@@ -17,7 +19,7 @@ from typing import Any
 from vitlab.errors import ConfigError
 from vitlab.weights.specs import WeightSpec
 
-CROP_MODES = ("center", "squash")
+CROP_MODES = ("center", "squash", "vitlab")
 PREPROCESS_KEYS = ("input_size", "mean", "std", "crop_pct", "crop_mode", "interpolation")
 
 
