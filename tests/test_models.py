@@ -122,7 +122,7 @@ def test_forward_intermediates(name: str) -> None:
         logits = model(x)
     assert set(out) == INTERMEDIATE_KEYS
     gh, gw = cfg.img_size[0] // cfg.patch_size, cfg.img_size[1] // cfg.patch_size
-    prefix = 1 if cfg.class_token else 0
+    prefix = int(cfg.class_token) + int(cfg.dist_token) + cfg.reg_tokens
     tokens, depth = prefix + gh * gw, cfg.depth
     assert out["grid_size"] == (gh, gw) and out["num_prefix_tokens"] == prefix
     assert out["indices"] == list(range(depth))
@@ -197,7 +197,9 @@ def test_param_counts_match_timm() -> None:
     for name in shared:
         with torch.device("meta"):
             theirs = timm.create_model(name, pretrained=False, num_classes=1000)
-        assert count_params(_meta(name)) == count_params(theirs), name
+        # a no_embed_class table keeps zero rows for the prefix tokens in vitlab (never added)
+        extra = theirs.num_prefix_tokens * theirs.embed_dim if getattr(theirs, "no_embed_class", False) else 0
+        assert count_params(_meta(name)) == count_params(theirs) + extra, name
 
 
 # ----------------------------------------------------------------------- attention paths
@@ -473,3 +475,16 @@ def test_init_is_seeded_and_head_is_zero() -> None:
         assert torch.equal(va, vb), k
     assert not a.head.weight.any() and not a.head.bias.any()
     assert F.linear(torch.ones(1, 128), a.head.weight).abs().sum() == 0
+
+
+def test_register_tokens_are_not_decayed_and_sit_in_layer_zero() -> None:
+    """timm exempts reg_token from weight decay; layer decay puts it (and norm_pre) with the embeddings."""
+    from vitlab.engine.optim import layer_id, param_groups
+
+    model = vitlab.create_model("vit_pico_patch4_32", reg_tokens=4, num_classes=3)
+    groups = param_groups(model, weight_decay=0.05)
+    reg = model.reg_token
+    decay_of = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    assert decay_of[id(reg)] == 0.0
+    assert layer_id("reg_token", 12) == 0 and layer_id("norm_pre.weight", 12) == 0
+    assert layer_id("blocks.3.attn.qkv.weight", 12) == 4  # control: a block parameter is not layer 0

@@ -10,13 +10,14 @@ from torch import nn
 
 OptimizerName = Literal["adamw", "adam", "sgd"]
 
-# Parameters that should not be decayed: norms and biases (1-D), position embeddings, class token.
-_NO_DECAY_NAMES = ("pos_embed", "cls_token", "dist_token")
+# Parameters that should not be decayed: norms and biases (1-D), position embeddings, prefix tokens
+# (class, distillation, registers: timm exempts them too).
+_NO_DECAY_NAMES = ("pos_embed", "cls_token", "dist_token", "reg_token")
 
 
 def layer_id(name: str, num_layers: int) -> int:
     """Depth index of a ViT parameter for layer-wise LR decay: embeddings 0, block i -> i + 1, rest L + 1."""
-    if name.startswith(("cls_token", "dist_token", "pos_embed", "patch_embed")):
+    if name.startswith(("cls_token", "dist_token", "reg_token", "pos_embed", "patch_embed", "norm_pre")):
         return 0
     if name.startswith("blocks."):
         return int(name.split(".")[1]) + 1
