@@ -21,10 +21,10 @@ from vitlab.weights.verify import peer_forward
 TWO_WAY = [name for name, f in FORMATS.items() if f.readable and f.writable]
 
 
-def _tiny() -> torch.nn.Module:
+def _tiny(**numerics: object) -> torch.nn.Module:
     """A one-block ViT whose every weight (head included) is random, so logits carry signal."""
     torch.manual_seed(0)
-    model = vitlab.create_model("vit_pico_patch4_32", depth=1, embed_dim=32, num_heads=2, mlp_dim=64)
+    model = vitlab.create_model("vit_pico_patch4_32", depth=1, embed_dim=32, num_heads=2, mlp_dim=64, **numerics)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
@@ -57,7 +57,8 @@ def test_table_records_are_complete() -> None:
 
 @pytest.mark.parametrize("name", TWO_WAY)
 def test_every_two_way_record_round_trips(tmp_path: Path, name: str) -> None:
-    fmt, model = FORMATS[name], _tiny()
+    fmt = FORMATS[name]
+    model = _tiny(**(fmt.fixed_numerics or {}))  # a format with fixed numerics refuses any other
     path = _path(tmp_path, fmt)
     classes = [f"c{i}" for i in range(model.num_classes)]
     export_weights(model, path, name, classes)
