@@ -488,3 +488,18 @@ def test_register_tokens_are_not_decayed_and_sit_in_layer_zero() -> None:
     assert decay_of[id(reg)] == 0.0
     assert layer_id("reg_token", 12) == 0 and layer_id("norm_pre.weight", 12) == 0
     assert layer_id("blocks.3.attn.qkv.weight", 12) == 4  # control: a block parameter is not layer 0
+
+
+def test_presets_crop_as_timms_default_weights() -> None:
+    """A preset's eval crop and interpolation are those of timm's default pretrained_cfg (0.9 at 224, 1.0 at 384)."""
+    timm_models = pytest.importorskip("timm.models")
+    checked = 0
+    for name in vitlab.list_models():
+        theirs = timm_models.get_pretrained_cfg(name)
+        if theirs is None:
+            continue
+        with torch.device("meta"):
+            cfg = vitlab.create_model(name).config
+        assert (cfg.crop_pct, cfg.interpolation) == (theirs.crop_pct, theirs.interpolation), name
+        checked += 1
+    assert checked >= 20  # the check ran over the ViT family, not over nothing
