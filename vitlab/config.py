@@ -26,8 +26,9 @@ T = TypeVar("T")
 class AugmentSettings:
     """Training-time augmentation (see vitlab.data.transforms.AugmentConfig).
 
-    ``auto`` (random_resized_crop, hflip): on (crop, p=0.5) for a folder of photos, off for the
-    bundled digits and torchvision sets; the trainer writes the value it chose into config.yaml.
+    ``auto`` (random_resized_crop, hflip): on (crop, p=0.5) for photos (an image folder, wds: shards,
+    an hf: dataset), off for the bundled digits and torchvision sets; the trainer writes the value
+    it chose into config.yaml.
     RandAugment: ``ra_num_ops`` ops at ``ra_magnitude`` out of ``ra_levels`` of each op's range
     (torchvision's scale is 30, timm's ``--aa rand-m9`` is 10), varied per image by a normal
     ``ra_magnitude_std`` (timm's mstd; above 100: uniform in [0, ra_magnitude]), each op applied
@@ -66,6 +67,10 @@ class DataSettings:
     eval_batch_size: int = 512
     workers: int = 0
     cache: bool = False  # decode image folders into memory once (uint8); for small images that fit in RAM
+    # Class names for sources that do not name their labels (wds: shards without classes.txt, hf:
+    # integer labels): a list, or the path of a classes.txt (one name a line); label i is name i.
+    # A source that names its classes (folders, ClassLabel) must agree with it.
+    classes: str | tuple[str, ...] | None = None
     drop_last: bool = True
     # Untrusted files (vitlab.data.image_io / bad_samples): refuse image headers above this many
     # pixels (null: $VITLAB_MAX_IMAGE_PIXELS, else Pillow's 89,478,485); stop at the first file
@@ -86,8 +91,16 @@ class OptimSettings:
     weight_decay: float = 0.05
     momentum: float = 0.9
     betas: tuple[float, float] = (0.9, 0.999)
-    schedule: Literal["cosine"] = "cosine"  # linear warmup, then cosine decay to min_lr (the engine's one schedule)
+    # After a linear warmup (vitlab.engine.schedules): cosine / linear / poly decay to min_lr over
+    # the steps after it; step / multistep multiply by decay_rate at epochs counted from the start
+    # (floored at min_lr); constant. Defaults of the decay fields are timm's train.py's.
+    schedule: Literal["cosine", "linear", "poly", "step", "multistep", "constant"] = "cosine"
     warmup_epochs: float = 1.0
+    warmup_lr: float | None = None  # null: the ramp (s + 1) / W from lr / W; a rate: timm's warmup_lr start
+    decay_epochs: float = 90.0  # step: every this many epochs
+    decay_rate: float = 0.1  # step / multistep: the factor of each decay
+    decay_milestones: tuple[float, ...] = (90.0, 180.0, 270.0)  # multistep: the epochs it decays at
+    poly_power: float = 0.5  # poly: (1 - progress) ** poly_power (timm's PolyLRScheduler default)
     clip_grad: float | None = 1.0
     label_smoothing: float = 0.1
     layer_decay: float | None = None  # layer-wise LR decay for fine-tuning (e.g. 0.75)
@@ -179,6 +192,16 @@ class TrainConfig:
             (math.isfinite(self.optim.min_lr) and self.optim.min_lr >= 0, "optim.min_lr", self.optim.min_lr, "must be >= 0"),
             (self.optim.weight_decay >= 0, "optim.weight_decay", self.optim.weight_decay, "must be >= 0"),
             (self.optim.warmup_epochs >= 0, "optim.warmup_epochs", self.optim.warmup_epochs, "must be >= 0"),
+            (self.optim.min_lr <= self.optim.lr, "optim.min_lr", self.optim.min_lr, f"must not exceed optim.lr={self.optim.lr}"),
+            (self.optim.warmup_lr is None or 0 <= self.optim.warmup_lr <= self.optim.lr, "optim.warmup_lr",
+             self.optim.warmup_lr, f"must be in [0, optim.lr={self.optim.lr}] or null"),
+            (self.optim.decay_epochs > 0, "optim.decay_epochs", self.optim.decay_epochs, "must be > 0"),
+            (0 < self.optim.decay_rate <= 1, "optim.decay_rate", self.optim.decay_rate, "must be in (0, 1]"),
+            (self.optim.poly_power > 0, "optim.poly_power", self.optim.poly_power, "must be > 0"),
+            (_increasing(self.optim.decay_milestones), "optim.decay_milestones", list(self.optim.decay_milestones),
+             "must be epochs > 0 in increasing order"),
+            (self.optim.schedule != "multistep" or bool(self.optim.decay_milestones), "optim.decay_milestones",
+             list(self.optim.decay_milestones), "optim.schedule=multistep needs at least one milestone"),
             (0 <= self.optim.label_smoothing < 1, "optim.label_smoothing", self.optim.label_smoothing, "must be in [0, 1)"),
             (self.optim.clip_grad is None or self.optim.clip_grad > 0, "optim.clip_grad", self.optim.clip_grad, "must be > 0 or null"),
             (self.eval_every >= 1, "eval_every", self.eval_every, "must be at least 1"),
@@ -208,6 +231,10 @@ class TrainConfig:
             raise ConfigError(f"checkpoint.best_metric={metric!r} needs ema.decay to be set")
 
 
+def _increasing(values: tuple[float, ...]) -> bool:
+    return all(v > 0 and math.isfinite(v) for v in values) and all(a < b for a, b in zip(values, values[1:]))
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Convert YAML / CLI values to the annotated type; raise ConfigError naming ``key``."""
     origin = typing.get_origin(tp)
@@ -219,6 +246,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return None
         errors = []
         for inner in (a for a in args if a is not type(None)):  # the first member that takes the value
+            if inner is str and isinstance(value, (list, tuple, dict)):
+                errors.append("str")  # str() would take any value: a YAML list is never a string
+                continue
             try:
                 return _coerce(value, inner, key)
             except ConfigError as err:
@@ -358,12 +388,13 @@ def resolve_config(
                            {"epochs": 1, "max_steps_per_epoch": 5, "max_eval_images": 256})
 
 
-def resolve_auto_augment(cfg: TrainConfig, photos: bool) -> tuple[TrainConfig, str | None]:
+def resolve_auto_augment(cfg: TrainConfig, photos: bool, kind: str = "a folder of photos") -> tuple[TrainConfig, str | None]:
     """``cfg`` with its ``auto`` augmentation fields made concrete, and a line saying what was chosen.
 
     For a folder of photos (``photos``, :func:`vitlab.data.sources.photo_source`): random-resized
     crops (unless the recipe pads and crops, ``crop_padding``) and horizontal flips with p=0.5, the
     usual ImageNet-style training augmentation; otherwise (bundled digits, torchvision sets) off.
+    ``kind`` names the source in the note ("a folder of photos", "photos in WebDataset shards").
     The note is None when nothing was ``auto`` or nothing was switched on.
     """
     aug = cfg.data.augment
@@ -379,7 +410,7 @@ def resolve_auto_augment(cfg: TrainConfig, photos: bool) -> tuple[TrainConfig, s
     resolved = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, augment=new))
     if not any(chosen):
         return resolved, None
-    return resolved, ("training augmentation for a folder of photos (the default, data.augment fields auto): "
+    return resolved, (f"training augmentation for {kind} (the default, data.augment fields auto): "
                       + " + ".join(c for c in chosen if c)
                       + "; set data.augment.random_resized_crop=false / data.augment.hflip=0 to turn it off")
 

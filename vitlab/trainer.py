@@ -16,17 +16,19 @@ from typing import Callable
 import torch
 from torch.utils.data import Dataset
 
-from vitlab.config import RESUME_SAFE, TrainConfig, check_resume_config, resolve_auto_augment, save_config
+from vitlab.config import RESUME_SAFE, DataSettings, OptimSettings, TrainConfig, check_resume_config, resolve_auto_augment, save_config
 from vitlab.data import AugmentConfig, ImageFolderDataset, Preprocess, build_eval_transform, build_train_transform, open_source
 from vitlab.data.bad_samples import ImagePolicy
 from vitlab.data.cache import cache_folder
 from vitlab.data.mixup import MixupCutmix
 from vitlab.data.seeded import SeededTransform
+from vitlab.data import hf_source, wds_source
 from vitlab.data.sources import native_splits, photo_source
 from vitlab.data.splits import SplitView
 from vitlab.engine import distributed
 from vitlab.engine.fit import FitResult, fit, seed_everything
-from vitlab.engine.optim import build_optimizer, build_scheduler
+from vitlab.engine.optim import build_optimizer
+from vitlab.engine.schedules import Schedule, lambda_scheduler
 from vitlab.engine.rundir import RunDir, claim_run_dir
 from vitlab.engine.settings import settings_from_config
 from vitlab.errors import ConfigError, DataError
@@ -60,9 +62,37 @@ def _verified(ds: ImageFolderDataset) -> ImageFolderDataset:
     return ds
 
 
+def _streamed(source: str) -> str | None:
+    """What a ``wds:`` / ``hf:`` source is, in words; None for other sources."""
+    low = source.strip().lower()
+    if low.startswith(wds_source.PREFIX):
+        return "WebDataset shards"
+    return "a Hugging Face dataset" if low.startswith(hf_source.PREFIX) else None
+
+
+def _augment_kind(source: str) -> str:
+    """The training source in the augmentation note's words ("a folder of photos", ...)."""
+    streamed = _streamed(source)
+    return f"photos in {streamed}" if streamed else "a folder of photos"
+
+
+def class_names(d: DataSettings) -> list[str] | None:
+    """``data.classes``: the given list, the names in a classes.txt (one a line), or None."""
+    if d.classes is None or isinstance(d.classes, tuple):
+        return None if d.classes is None else list(d.classes)
+    path = Path(d.classes).expanduser()
+    if not path.is_file():
+        raise DataError(f"data.classes={d.classes}: no such file (give a classes.txt, one name a line, or a list)")
+    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not names:
+        raise DataError(f"data.classes={d.classes}: the file names no class")
+    return names
+
+
 def _open_split(source: str, split: str, transform: Callable | None, cfg: TrainConfig, carve_val: bool) -> Dataset:
     d = cfg.data
-    kwargs = dict(root=d.root, policy=ImagePolicy.from_settings(d), val_fraction=d.val_fraction, split_seed=d.split_seed)
+    kwargs = dict(root=d.root, policy=ImagePolicy.from_settings(d), val_fraction=d.val_fraction, split_seed=d.split_seed,
+                  classes=class_names(d))
     if not carve_val and split not in native_splits(source):
         split = "train"  # a source named for one role only (--val / data.test): all of it, no carve-out
     ds = open_source(source, split, transform, carve_val=carve_val, **kwargs)  # type: ignore[arg-type]
@@ -71,9 +101,26 @@ def _open_split(source: str, split: str, transform: Callable | None, cfg: TrainC
     return _folders(ds, _verified)
 
 
+def _cache_note(d: DataSettings) -> str | None:
+    """The line saying data.cache has no effect on a streamed source, or None.
+
+    A note, not a refusal: caching changes only speed, never what is trained, and a recipe that
+    sets it for small images (cifar10) should still run unchanged on shards.
+    """
+    streamed = [f"{s} ({_streamed(s)})" for s in dict.fromkeys(x for x in (d.train, d.val, d.test) if x)
+                if _streamed(s)]
+    if not d.cache or not streamed:
+        return None
+    return (f"data.cache: not applied to {', '.join(streamed)}; samples are read from disk on demand (the OS page "
+            "cache keeps repeats fast); only image folders are decoded into memory")
+
+
 def _open_data(cfg: TrainConfig, pre: Preprocess, echo: Callable[[str], None]) -> tuple[Dataset, Dataset, Dataset | None]:
     """(train without transform, val, test or None): three different sets of images."""
     d, eval_tf = cfg.data, build_eval_transform(pre)
+    note = _cache_note(d)
+    if note:
+        echo(note)
     own_val = d.val is None
     train_raw = _open_split(d.train, "train", None, cfg, carve_val=own_val)
     val_ds = _open_split(d.val or d.train, "val", eval_tf, cfg, carve_val=own_val)
@@ -122,6 +169,16 @@ def _prepare(cfg: TrainConfig, echo: Callable[[str], None] = print) -> _Prepared
     return _Prepared(probe, train_ds, val_ds, test_ds, classes, device, precision)
 
 
+def schedule_from_config(o: OptimSettings, epochs: int, steps_per_epoch: int) -> Schedule:
+    """The run's :class:`Schedule` in steps: epochs (warmup, decay_epochs, milestones) times ``steps_per_epoch``."""
+    def steps(e: float) -> int:
+        return max(1, round(e * steps_per_epoch))
+
+    return Schedule(o.schedule, epochs * steps_per_epoch, int(o.warmup_epochs * steps_per_epoch), o.min_lr / o.lr,
+                    None if o.warmup_lr is None else o.warmup_lr / o.lr, steps(o.decay_epochs), o.decay_rate,
+                    tuple(steps(m) for m in o.decay_milestones), o.poly_power)
+
+
 def _task(cfg: TrainConfig, prep: _Prepared) -> ClassificationTask:
     mixup = None
     if cfg.mixup.mixup_alpha > 0 or cfg.mixup.cutmix_alpha > 0:
@@ -143,7 +200,8 @@ def train(
     """Run (or continue) training as configured; returns the best and last validation metrics."""
     info = distributed.from_environment()
     say = echo if info.is_main else (lambda s: None)
-    cfg, note = resolve_auto_augment(cfg, photo_source(cfg.data.train or ""))  # config.yaml states the choice
+    source = cfg.data.train or ""
+    cfg, note = resolve_auto_augment(cfg, photo_source(source), _augment_kind(source))  # config.yaml states the choice
     if note:
         say(note)
     prep = _prepare(cfg, say)
@@ -160,7 +218,11 @@ def train(
         return build_optimizer(model, o.name, o.lr, o.weight_decay, o.momentum, o.betas, o.layer_decay)
 
     def make_schedule(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-        return build_scheduler(optimizer, cfg.epochs * steps, int(o.warmup_epochs * steps), o.min_lr, o.lr)
+        schedule = schedule_from_config(o, cfg.epochs, steps)
+        late = schedule.unreached()
+        if late:
+            say(late)
+        return lambda_scheduler(optimizer, schedule)
 
     try:
         result = fit(_task(cfg, prep), prep.model, settings_from_config(cfg, prep.precision), make_optimizer,

@@ -57,6 +57,18 @@ def _choices(cls: type, name: str) -> click.Choice:
     return click.Choice(list(typing.get_args(typing.get_type_hints(cls)[name])))
 
 
+def _classes(value: str) -> dict[str, Any]:
+    """``--classes a,b,c``: the names; ``--classes FILE``: the path of a classes.txt (data.classes)."""
+    if "," in value:
+        return {"data.classes": [name.strip() for name in value.split(",") if name.strip()]}
+    return {"data.classes": value}
+
+
+def _milestones(value: str) -> dict[str, Any]:
+    """``--decay-milestones 30,60,90`` (or "30 60 90" quoted): the epochs, as a list."""
+    return {"optim.decay_milestones": value.replace(",", " ").split()}
+
+
 def _aa(spec: str) -> dict[str, Any]:
     return {f"data.augment.{k}": v for k, v in parse_timm_rand(spec).items()}
 
@@ -79,6 +91,9 @@ FLAGS: tuple[FieldFlag, ...] = (
               "seeded, stratified carve-out of its training split, data.val_fraction)."),
     FieldFlag(("--test",), "test_data", "data.test", DATA, "Test data, scored once at the end with the checkpoint "
               "chosen on validation (default auto: the source's test split if any; 'none' to skip)."),
+    FieldFlag(("--classes",), "classes", None, DATA, "Class names for shards / datasets that do not name their "
+              "labels: a,b,c (label i is the i-th name) or a classes.txt, one name a line (data.classes).",
+              metavar="NAMES|FILE", expand=_classes),
     FieldFlag(("-b", "--batch-size"), "batch_size", "data.batch_size", DATA, "Training batch size (data.batch_size).", int),
     FieldFlag(("-j", "--workers"), "workers", "data.workers", DATA, "Data-loader worker processes (data.workers).", int),
     FieldFlag(("--strict-data",), "strict_data", "data.strict", DATA, "Stop at the first image file that cannot be "
@@ -93,10 +108,24 @@ FLAGS: tuple[FieldFlag, ...] = (
     FieldFlag(("--lr",), "lr", "optim.lr", OPTIM, "Peak learning rate (optim.lr).", float),
     FieldFlag(("--opt",), "opt", "optim.name", OPTIM, "Optimizer (optim.name).", _choices(OptimSettings, "name")),
     FieldFlag(("--weight-decay",), "weight_decay", "optim.weight_decay", OPTIM, "Weight decay (optim.weight_decay).", float),
-    FieldFlag(("--sched",), "sched", "optim.schedule", OPTIM, "LR schedule (optim.schedule): cosine, after a linear "
-              "warmup (the engine's one schedule).", metavar="cosine"),
+    FieldFlag(("--sched",), "sched", "optim.schedule", OPTIM, "LR schedule after the linear warmup (optim.schedule): "
+              "cosine / linear / poly decay to --min-lr over the steps after the warmup; step / multistep decay by "
+              "--decay-rate at epochs counted from the start; constant.",
+              metavar="[cosine|linear|poly|step|multistep|constant]"),
+    FieldFlag(("--min-lr",), "min_lr", "optim.min_lr", OPTIM, "Lowest rate: the end of cosine / linear / poly, a floor "
+              "under step / multistep (optim.min_lr).", float),
     FieldFlag(("--warmup-epochs",), "warmup_epochs", "optim.warmup_epochs", OPTIM, "Linear warmup (optim.warmup_epochs).",
               float),
+    FieldFlag(("--warmup-lr",), "warmup_lr", "optim.warmup_lr", OPTIM, "Rate at the first warmup step, as timm "
+              "(optim.warmup_lr; default: the ramp lr/W, 2 lr/W, ... over W warmup steps).", float),
+    FieldFlag(("--decay-epochs",), "decay_epochs", "optim.decay_epochs", OPTIM, "step: decay every this many epochs "
+              "(optim.decay_epochs).", float),
+    FieldFlag(("--decay-rate", "--dr"), "decay_rate", "optim.decay_rate", OPTIM, "step / multistep: factor of each "
+              "decay (optim.decay_rate).", float),
+    FieldFlag(("--decay-milestones",), "decay_milestones", None, OPTIM, "multistep: the epochs it decays at, "
+              "comma-separated, e.g. 30,60,90 (optim.decay_milestones).", metavar="E1,E2,...", expand=_milestones),
+    FieldFlag(("--poly-power",), "poly_power", "optim.poly_power", OPTIM, "poly: the power of (1 - progress) "
+              "(optim.poly_power; timm's train.py reads it from --decay-rate, vitlab keeps the two apart).", float),
     FieldFlag(("--model-ema-decay",), "model_ema_decay", "ema.decay", EMA, "EMA decay (ema.decay; turns EMA on).", float),
     FieldFlag(("--device",), "device", "device", DEVICE, "auto (default), cpu, cuda, cuda:N, mps."),
     FieldFlag(("--precision",), "precision", "precision", DEVICE, "Autocast precision; auto: bf16 / fp16 where "
