@@ -1,12 +1,14 @@
-"""Optimizers with the usual ViT weight-decay exemptions, and warmup + cosine schedules."""
+"""Optimizers with the usual ViT weight-decay exemptions; warmup + cosine kept here for its callers
+(every schedule is in :mod:`vitlab.engine.schedules`)."""
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
 from torch import nn
+
+from vitlab.engine.schedules import Schedule, lambda_scheduler
 
 OptimizerName = Literal["adamw", "adam", "sgd"]
 
@@ -72,11 +74,7 @@ def build_optimizer(
 
 def warmup_cosine(step: int, total_steps: int, warmup_steps: int, min_ratio: float = 0.0) -> float:
     """LR multiplier at ``step``: linear warmup from ~0 to 1, then cosine decay to ``min_ratio``."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return (step + 1) / warmup_steps
-    span = max(total_steps - warmup_steps, 1)
-    progress = min(max(step - warmup_steps, 0) / span, 1.0)
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return Schedule("cosine", total_steps, warmup_steps, min_ratio)(step)
 
 
 def build_scheduler(
@@ -87,8 +85,4 @@ def build_scheduler(
     Its state is just the step counter, so it resumes exactly.
     """
     min_ratio = min_lr / base_lr if base_lr > 0 else 0.0
-    scales = [g.get("lr_scale", 1.0) for g in optimizer.param_groups]
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        [lambda step, s=s: s * warmup_cosine(step, total_steps, warmup_steps, min_ratio) for s in scales],
-    )
+    return lambda_scheduler(optimizer, Schedule("cosine", total_steps, warmup_steps, min_ratio))
