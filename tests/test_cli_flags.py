@@ -87,11 +87,20 @@ def test_flag_and_set_for_one_field_is_a_one_line_error(argv: list[str], capsys:
     assert len(err.splitlines()) == 1 and err.startswith("error: ") and "give one of them" in err
 
 
-def test_sched_names_the_one_schedule(capsys: pytest.CaptureFixture[str]) -> None:
+def test_sched_names_the_schedules(capsys: pytest.CaptureFixture[str]) -> None:
     assert _resolved(capsys, "--config", "mnist", "--sched", "cosine")["optim"]["schedule"] == "cosine"
-    assert main(["train", "--config", "mnist", "--sched", "step", "--print-config"]) == 2
+    assert _resolved(capsys, "--config", "mnist", "--sched", "step")["optim"]["schedule"] == "step"
+    assert main(["train", "--config", "mnist", "--sched", "bogus", "--print-config"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "error: optim.schedule='step': expected one of cosine"
+    assert err == "error: optim.schedule='bogus': expected one of cosine, linear, poly, step, multistep, constant"
+
+
+def test_poly_refuses_timms_decay_rate_as_its_power(capsys: pytest.CaptureFixture[str]) -> None:
+    """timm's train.py reads poly's power from --decay-rate; vitlab would ignore it, so it refuses."""
+    assert main(["train", "--config", "mnist", "--sched", "poly", "--decay-rate", "0.5", "--print-config"]) == 2
+    assert "--poly-power" in capsys.readouterr().err
+    cfg = _resolved(capsys, "--config", "mnist", "--sched", "poly", "--poly-power", "2")  # control: the right flag
+    assert cfg["optim"]["poly_power"] == 2.0
 
 
 def test_bare_pretrained_is_the_models_default_tag_as_timm_names_it(capsys: pytest.CaptureFixture[str]) -> None:

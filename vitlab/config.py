@@ -196,8 +196,12 @@ class TrainConfig:
             (self.optim.warmup_lr is None or 0 <= self.optim.warmup_lr <= self.optim.lr, "optim.warmup_lr",
              self.optim.warmup_lr, f"must be in [0, optim.lr={self.optim.lr}] or null"),
             (self.optim.decay_epochs > 0, "optim.decay_epochs", self.optim.decay_epochs, "must be > 0"),
-            (0 < self.optim.decay_rate <= 1, "optim.decay_rate", self.optim.decay_rate, "must be in (0, 1]"),
             (self.optim.poly_power > 0, "optim.poly_power", self.optim.poly_power, "must be > 0"),
+            # timm's train.py takes poly's power from --decay-rate; here a decay rate has no effect on
+            # poly, so a timm user's `--sched poly --decay-rate 2` is refused rather than ignored.
+            (self.optim.schedule != "poly" or self.optim.decay_rate == 0.1, "optim.decay_rate", self.optim.decay_rate,
+             "has no effect on optim.schedule=poly: set its power with --poly-power (optim.poly_power)"),
+            (0 < self.optim.decay_rate <= 1, "optim.decay_rate", self.optim.decay_rate, "must be in (0, 1]"),
             (_increasing(self.optim.decay_milestones), "optim.decay_milestones", list(self.optim.decay_milestones),
              "must be epochs > 0 in increasing order"),
             (self.optim.schedule != "multistep" or bool(self.optim.decay_milestones), "optim.decay_milestones",
