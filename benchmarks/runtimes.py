@@ -1,7 +1,7 @@
 """vitlab's inference runtimes against timm's eager fp32, in one process, interleaved (issue 18, section 2).
 
-Speed: every round times timm eager fp32 and then each vitlab runtime once on the same random
-batch (a fresh ``torch.randn`` per round, never zeros, nothing reused between calls); the figure
+Speed: every round times timm eager fp32 and each vitlab runtime once, in an order rotated each
+round, each call on a fresh ``torch.randn`` batch (never zeros, nothing reused); the figure
 is the median of the per-round ratios timm time / runtime time, with min-max. Builds (export,
 compile, quantize) happen before the rounds and are reported apart.
 
@@ -94,12 +94,16 @@ def interleaved(timm_model: torch.nn.Module, preds: dict, batch: int, rounds: in
             timed(pred, torch.randn(shape))
         ratios: dict[str, list[float]] = {spec: [] for spec in preds}
         timm_s: list[float] = []
+        entries = [("timm", timm_model), *((spec, pred) for spec, (pred, _) in preds.items())]
         for r in range(rounds):
-            base = timed(timm_model, torch.randn(shape))
-            timm_s.append(base)
-            for spec, (pred, _) in preds.items():
-                ratios[spec].append(base / timed(pred, torch.randn(shape)))
-            print(f"  round {r + 1}/{rounds}: timm {batch / base:.1f} img/s", flush=True)
+            # The order rotates every round: whatever runs right after a runtime pays for its
+            # threads still spinning (ONNX Runtime's pool spins after each run) and its cache misses.
+            order = entries[r % len(entries):] + entries[:r % len(entries)]
+            took = {name: timed(fn, torch.randn(shape)) for name, fn in order}
+            timm_s.append(took["timm"])
+            for spec in preds:
+                ratios[spec].append(took["timm"] / took[spec])
+            print(f"  round {r + 1}/{rounds}: timm {batch / took['timm']:.1f} img/s", flush=True)
     table = {spec: {"median": statistics.median(v), "min": min(v), "max": max(v)} for spec, v in ratios.items()}
     return {"timm_img_s": batch / statistics.median(timm_s), "ratios": table}
 
