@@ -88,7 +88,7 @@ class Attention(AttentionBase):
         qkv = self.qkv(x).reshape(B, T, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # each (B, H, T, hd)
         if self.wants_maps() or type(self).transform_attn is not Attention.transform_attn:
-            # One copy makes q, k, v contiguous: batched matmuls on the permuted views are ~1.5x
+            # One copy makes q, k, v contiguous: batched matmuls on the permuted views are ~1.35x
             # slower on the CPU (measured), which made capturing the maps cost more than it must.
             q, k, v = qkv.contiguous().unbind(0)
             attn = self.attend((q * self.scale) @ k.transpose(-2, -1))  # (B, H, T, T)
