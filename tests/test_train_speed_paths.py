@@ -146,3 +146,36 @@ def test_capture_of_every_layer_returns_timm_maps_and_keeps_the_output() -> None
         torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
     # Negative control: layer 0's maps are not layer 1's.
     assert (rec.layer(0) - theirs[1]).abs().max() > 1e-4
+
+
+def _reference_attention(layer: nn.Module, x: torch.Tensor, swap_kv: bool = False) -> torch.Tensor:
+    """The attention written out with plain autograd ops from the layer's weights: (B, T, D) -> (B, T, D)."""
+    B, T, D = x.shape
+    qkv = F.linear(x, layer.qkv.weight, layer.qkv.bias).reshape(B, T, 3, layer.num_heads, D // layer.num_heads)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+    if swap_kv:
+        k, v = v, k
+    out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, T, D)
+    return F.linear(out, layer.proj.weight, layer.proj.bias)
+
+
+def test_training_split_of_the_heads_has_the_reference_gradients() -> None:
+    from vitlab.layers.attention import Attention
+
+    torch.manual_seed(0)
+    layer = Attention(48, 3).train()  # training + grad: the one-pass backward of the head split
+    x = torch.randn(4, 10, 48, requires_grad=True)
+    g = torch.randn(4, 10, 48)
+
+    def grads(fn) -> list[torch.Tensor]:
+        x.grad = None
+        layer.zero_grad()
+        fn().backward(g)
+        return [x.grad.clone(), layer.qkv.weight.grad.clone(), layer.qkv.bias.grad.clone()]
+
+    mine = grads(lambda: layer(x))
+    for got, want in zip(mine, grads(lambda: _reference_attention(layer, x))):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+    # Negative control: the reference with k and v swapped has other gradients.
+    other = grads(lambda: _reference_attention(layer, x, swap_kv=True))
+    assert (mine[1] - other[1]).abs().max() > 1e-3
