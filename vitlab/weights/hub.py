@@ -39,6 +39,7 @@ from typing import Any
 from torch import nn
 
 from vitlab.errors import DownloadError
+from vitlab.utils import progress
 from vitlab.weights.errors import HashMismatchError, MappingError
 from vitlab.weights.specs import WeightSpec, get_spec, name_hash
 
@@ -139,9 +140,14 @@ def _stream(url: str, fd: int, timeout: float) -> str:
     with os.fdopen(fd, "wb") as out:
         try:
             with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - https / file only
-                while chunk := resp.read(_CHUNK):
-                    h.update(chunk)
-                    out.write(chunk)
+                size = resp.headers.get("Content-Length")
+                name = url.rsplit("/", 1)[-1][:40]
+                with progress.bar(int(size) if size and size.isdigit() else None, f"download {name}", unit="B") as b:
+                    b.unit_scale, b.unit_divisor = True, 1024  # MB/s and sizes in bytes' units
+                    while chunk := resp.read(_CHUNK):
+                        h.update(chunk)
+                        out.write(chunk)
+                        b.update(len(chunk))
         except urllib.error.HTTPError as err:
             raise _offline_hint(url, f"HTTP {err.code} {err.reason}") from None
         except _NET_ERRORS as err:
