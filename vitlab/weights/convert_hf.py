@@ -23,7 +23,7 @@ from vitlab.models.vit import VisionTransformer
 from vitlab.models.vit_config import ViTConfig
 from vitlab.weights.errors import MalformedFileError, MappingError
 from vitlab.weights.infer import infer_vit_config
-from vitlab.weights.io import read_safetensors, read_torch, write_safetensors
+from vitlab.weights.io import read_folder_state, read_json, write_safetensors
 from vitlab.weights.keymap import Rule, block_depth, cat0, from_vitlab, require_plain_vit, split3, to_vitlab
 from vitlab.weights.source import Forward, Source
 
@@ -132,28 +132,10 @@ def read_folder(folder: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, 
     cfg_path = folder / "config.json"
     if not folder.is_dir() or not cfg_path.is_file():
         raise MalformedFileError(f"{folder}: not a Hugging Face model folder (no config.json)")
-    try:
-        config = json.loads(cfg_path.read_text())
-        pre = json.loads((folder / "preprocessor_config.json").read_text()) if (folder / "preprocessor_config.json").is_file() else {}
-    except json.JSONDecodeError as err:
-        raise MalformedFileError(f"{folder}: malformed JSON ({err})") from None
+    config, pre = read_json(cfg_path), read_json(folder / "preprocessor_config.json")
     if config.get("model_type", "vit") != "vit":
         raise MappingError(f"{folder}: model_type {config.get('model_type')!r} is not 'vit'")
-    state: dict[str, torch.Tensor] = {}
-    for name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
-        if (folder / name).is_file():
-            shards = sorted(set(json.loads((folder / name).read_text())["weight_map"].values()))
-            for shard in shards:
-                state.update(_read_one(folder / shard))
-            return state, config, pre
-    for name in ("model.safetensors", "pytorch_model.bin"):
-        if (folder / name).is_file():
-            return _read_one(folder / name), config, pre
-    raise MalformedFileError(f"{folder}: no model.safetensors or pytorch_model.bin")
-
-
-def _read_one(path: Path) -> dict[str, torch.Tensor]:
-    return read_safetensors(path)[0] if path.suffix == ".safetensors" else read_torch(path)
+    return read_folder_state(folder), config, pre
 
 
 def import_state(state: Mapping[str, torch.Tensor], config: Mapping[str, Any], pre: Mapping[str, Any] | None = None,

@@ -17,7 +17,6 @@ SwiGLU MLP of the giant models have no vitlab equivalent and are refused by name
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,7 +27,7 @@ import torch
 from vitlab.models.vit_config import ViTConfig
 from vitlab.weights.errors import MalformedFileError, MappingError
 from vitlab.weights.infer import infer_vit_config
-from vitlab.weights.io import read_state
+from vitlab.weights.io import read_folder_state, read_json
 from vitlab.weights.keymap import Rule, block_depth, cat0, split3, to_vitlab
 from vitlab.weights.source import Forward, Source
 
@@ -71,14 +70,7 @@ def rules(in_memory: bool) -> tuple[Rule, ...]:
 
 
 def _config(folder: Path) -> dict[str, Any]:
-    path = folder / "config.json"
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    return read_json(folder / "config.json", strict=False)
 
 
 def is_dinov2_folder(path: Path) -> bool:
@@ -93,21 +85,7 @@ def read_folder(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], 
     if config.get("model_type") not in MODEL_TYPES:
         raise MalformedFileError(f"{folder}: not a Hugging Face DINOv2 folder (config.json model_type "
                                  f"{config.get('model_type')!r}, expected one of {', '.join(MODEL_TYPES)})")
-    pre_path = folder / "preprocessor_config.json"
-    try:
-        pre = json.loads(pre_path.read_text()) if pre_path.is_file() else {}
-    except json.JSONDecodeError as err:
-        raise MalformedFileError(f"{pre_path}: malformed JSON ({err})") from None
-    for name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
-        if (folder / name).is_file():
-            state: dict[str, torch.Tensor] = {}
-            for shard in sorted(set(json.loads((folder / name).read_text())["weight_map"].values())):
-                state.update(read_state(folder / shard))
-            return state, config, pre
-    for name in ("model.safetensors", "pytorch_model.bin"):
-        if (folder / name).is_file():
-            return read_state(folder / name), config, pre
-    raise MalformedFileError(f"{folder}: no model.safetensors or pytorch_model.bin")
+    return read_folder_state(folder), config, read_json(folder / "preprocessor_config.json")
 
 
 def preprocess(pre: Mapping[str, Any]) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from vitlab.models.vit import VisionTransformer
 from vitlab.models.vit_config import ViTConfig
 from vitlab.weights.errors import MappingError
 from vitlab.weights.infer import infer_vit_config
-from vitlab.weights.io import read_state, write_safetensors, write_torch
+from vitlab.weights.io import read_json, read_state, write_safetensors, write_torch
 from vitlab.weights.keymap import Rule, block_depth, from_vitlab, require_plain_vit, to_vitlab
 from vitlab.weights.source import Forward, Source
 
@@ -193,14 +193,7 @@ def is_timm(path: Path) -> bool:
 
 
 def _hub_config(folder: Path) -> dict[str, Any]:
-    cfg = folder / "config.json"
-    if not cfg.is_file():
-        return {}
-    try:
-        data = json.loads(cfg.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    return read_json(folder / "config.json", strict=False)
 
 
 def _weights_file(path: Path) -> Path:

@@ -26,6 +26,7 @@ import zipfile
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -256,3 +257,39 @@ def _read_npy_member(path: Path, zf: zipfile.ZipFile, member: zipfile.ZipInfo) -
     if len(data) != nbytes:
         raise _NpzRefused(f"member {member.filename!r} is truncated ({len(data)} of {nbytes} bytes)")
     return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C").copy()
+
+
+def read_json(path: str | Path, strict: bool = True) -> dict[str, Any]:
+    """A JSON object file (a model folder's config.json, preprocessor_config.json ...).
+
+    Missing or not an object: ``{}``. Malformed: :class:`MalformedFileError` naming the file when
+    ``strict``, else ``{}`` (format detection asks "is this a folder of mine?" and must not fail).
+    """
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        if not strict:
+            return {}
+        raise MalformedFileError(f"{path}: malformed JSON ({err})") from None
+    return data if isinstance(data, dict) else {}
+
+
+def read_folder_state(folder: str | Path) -> dict[str, torch.Tensor]:
+    """The weights of a Hugging Face-style model folder: a sharded index, else one model file."""
+    folder = Path(folder)
+    for name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        if (folder / name).is_file():
+            weight_map = read_json(folder / name).get("weight_map")
+            if not isinstance(weight_map, dict):
+                raise MalformedFileError(f"{folder / name}: no 'weight_map' object")
+            state: dict[str, torch.Tensor] = {}
+            for shard in sorted(set(weight_map.values())):
+                state.update(read_state(folder / shard))
+            return state
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (folder / name).is_file():
+            return read_state(folder / name)
+    raise MalformedFileError(f"{folder}: no model.safetensors or pytorch_model.bin")

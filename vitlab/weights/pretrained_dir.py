@@ -22,6 +22,7 @@ from torch import nn
 from vitlab.utils.atomic import atomic_write
 import vitlab.weights.pretrained_cfg as pcfg  # not `from vitlab.weights import`: the package imports api
 from vitlab.weights.errors import MalformedFileError
+from vitlab.weights.io import read_json
 from vitlab.weights.vitlab_format import describe, save_weights
 
 FOLDER_VERSION = 1
@@ -49,14 +50,7 @@ def is_vitlab_folder(folder: Path) -> bool:
 
 
 def _config(folder: Path) -> dict[str, Any]:
-    path = folder / "config.json"
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise MalformedFileError(f"{path}: malformed JSON ({err})") from None
-    return data if isinstance(data, dict) else {}
+    return read_json(folder / "config.json")
 
 
 def load_folder(folder: Path, device: str = "cpu") -> nn.Module:
