@@ -193,13 +193,14 @@ def recipe_loader(folder: str, workers: int, batch: int) -> tuple[Any, nn.Module
     """The CIFAR recipe's training loader as the engine builds it (trainer datasets, cache, sampler, collate)."""
     from torch.utils.data import DataLoader
 
-    from vitlab.config import resolve_config
+    from vitlab.config import resolve_auto_augment, resolve_config
     from vitlab.engine.sampler import ResumableSampler
     from vitlab.trainer import _prepare  # the trainer's own data opening: cache, carve-out, seeded transform
 
     recipe = Path(__file__).resolve().parents[1] / "vitlab" / "recipes" / "cifar10.yaml"
     cfg = resolve_config(recipe, [{"data": {"train": folder, "workers": workers, "batch_size": batch},
                                    "precision": "fp32", "device": "cpu"}])
+    cfg, _ = resolve_auto_augment(cfg, photos=True)  # as the trainer does for a folder of photos
     prep = _prepare(cfg, echo=lambda line: None)
     task = ClassificationTask(prep.train_ds, prep.val_ds, prep.classes)
     sampler = ResumableSampler(len(prep.train_ds), batch, cfg.seed, 0, 0, 0, 1, drop_last=True)
