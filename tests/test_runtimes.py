@@ -239,3 +239,22 @@ def test_compiled_without_a_compiler_says_so(trained, monkeypatch) -> None:
         load_runtime(trained[0], "compiled")
     with pytest.raises(ConfigError, match="--runtime: unknown runtime 'tensorrt'"):
         load_runtime(trained[0], "tensorrt")
+
+
+@pytest.mark.parametrize("speedup, chosen", [(2.3, "bf16"), (0.6, "fp32")])
+def test_eval_precision_auto_is_measured_and_said(checkpoint, capsys, monkeypatch, tmp_path: Path, speedup: float,
+                                                  chosen: str) -> None:
+    """`eval --precision auto` takes the measured inference choice (fp32 stays the default, the reference)."""
+    import vitlab.utils.precision as precision
+
+    monkeypatch.setenv("VITLAB_CACHE", str(tmp_path))
+    monkeypatch.setattr(precision, "measure_bf16_speedup", lambda device, width: (speedup, 0.3))
+    ckpt, digits = checkpoint
+    base = ["eval", str(ckpt), "--data", str(digits), "--split", "val", "--json", "--device", "cpu"]
+    assert main([*base, "--precision", "auto"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["precision"] == chosen
+    assert f"precision auto -> {chosen}" in captured.err
+    assert main(base) == 0  # control: the default is fp32 and measures nothing
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["precision"] == "fp32" and "precision auto" not in captured.err

@@ -18,8 +18,9 @@ import click
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16", "int8"]), default="auto", show_default=True,
-              help="int8: --runtime onnxruntime (dynamic quantization).")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16", "int8"]), default="fp32", show_default=True,
+              help="fp32 is the reference; auto measures bf16 against fp32 here once (cached) and says what it chose; "
+              "int8: --runtime onnxruntime (dynamic quantization).")
 @click.option("--runtime", type=click.Choice(["eager", "compiled", "onnxruntime", "openvino", "auto"]), default="eager",
               show_default=True, help="Inference runtime (auto: the fastest here at --batch-size, measured once, cached).")
 @click.option("--out", type=click.Path(file_okay=False), help="Write metrics.json, per_class.csv, confusion.csv/png here.")
@@ -44,7 +45,7 @@ def eval_cmd(checkpoint, data, split, batch_size, workers, device, precision, ru
     if out:
         probe_writable(out, "--out")  # before the model is loaded or any image is read
     dev = resolve_device(device)
-    prec = precision if precision == "int8" else resolve_precision(precision, dev)
+    prec = precision if precision == "int8" else resolve_precision(precision, dev, purpose="infer")
     if runtime != "auto":
         from vitlab.runtime.availability import require
 

@@ -35,7 +35,8 @@ def _display(raw) -> "object":
 @click.option("--runtime", type=click.Choice(["eager", "compiled", "onnxruntime", "openvino", "auto"]), default="eager",
               show_default=True, help="Inference runtime (auto: the fastest here, measured once and cached).")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16", "int8"]), default="fp32",
-              show_default=True, help="int8: --runtime onnxruntime (dynamic quantization).")
+              show_default=True, help="fp32 is the reference; auto measures bf16 against fp32 here once (cached) and says what it chose; "
+              "int8: --runtime onnxruntime (dynamic quantization).")
 def predict_cmd(checkpoint, images, data, limit, topk, fmt, grid, device, max_image_pixels, runtime, precision) -> None:
     """Predict the classes of IMAGES (files or folders) with CHECKPOINT.
 
@@ -91,7 +92,7 @@ def _precision(runtime: str, precision: str, device) -> str:
     from vitlab.runtime.availability import require
     from vitlab.utils.device import resolve_precision
 
-    prec = precision if precision == "int8" else resolve_precision(precision, device)
+    prec = precision if precision == "int8" else resolve_precision(precision, device, purpose="infer")
     if runtime != "auto":
         require(runtime, prec, device)
     return prec
