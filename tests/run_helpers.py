@@ -52,3 +52,12 @@ def signal_at(args: list[str], run: Path, at_step: int, sig: int) -> subprocess.
         time.sleep(0.001)
     proc.wait(timeout=240)
     return proc
+
+
+def perturb(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Add seeded noise (std 0.05) to every weight so logits carry signal (a zero head would hide a bad map)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    return model.eval()

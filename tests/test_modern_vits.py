@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from run_helpers import perturb
 
 from vitlab.errors import ConfigError
 from vitlab.weights import export_weights, import_weights
@@ -35,14 +36,6 @@ FAMILIES = {
     "vit_base_patch16_siglip_224": (dict(img_size=32), {}, "attn_pool.latent"),
     "vit_base_patch16_reg4_gap_256": (dict(img_size=32), {}, "reg_token"),
 }
-
-
-def perturb(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.05)
-    return model.eval()
 
 
 def images(size: tuple[int, int], n: int = 3) -> torch.Tensor:

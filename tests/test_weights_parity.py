@@ -12,20 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from run_helpers import perturb
 from safetensors.torch import load_file
 
 from vitlab.weights import export_weights, import_weights
 from vitlab.weights.io import write_safetensors, write_torch
 
 TOL = 1e-5
-
-
-def perturb(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.05)
-    return model.eval()
 
 
 def images(size: tuple[int, int], n: int = 4, chans: int = 3) -> torch.Tensor:
