@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch.utils.data import default_collate
@@ -81,6 +81,26 @@ class BadFiles:
             shown = "; ".join(list(self.errors.values())[:3])
             raise DataError(f"{len(self.errors)} images could not be decoded, more than data.max_bad_samples="
                             f"{self.policy.limit} ({shown}); fix or remove them, or raise the limit")
+
+
+def load_or_substitute(index: int, count: int, load: Callable[[int], tuple[Any, int]], name: Callable[[int], str],
+                       bad: BadFiles, none_readable: str) -> tuple[Any, int]:
+    """``load(index)`` -> (image, label), or that of the next readable index: a deterministic stand-in.
+
+    The one substitution rule of every dataset (folders, tar shards, HF datasets): an index whose
+    ``load`` raises DataError is recorded in ``bad`` under ``name(i)`` (which raises once the policy's
+    limit is passed) and the next index is tried; a stand-in's label is a :class:`SubstitutedLabel`
+    so the batch counts it. DataError ``none_readable`` when no index of ``count`` loads.
+    """
+    for step in range(count):
+        i = (index + step) % count
+        try:
+            image, label = load(i)
+        except DataError as err:
+            bad.add(name(i), err)
+            continue
+        return image, (SubstitutedLabel(label) if step else label)
+    raise DataError(none_readable)
 
 
 def collate_counting(items: list[tuple[Any, Any]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -9,7 +9,7 @@ from typing import Any, Callable
 from PIL import Image
 from torch.utils.data import Dataset
 
-from vitlab.data.bad_samples import BadFiles, ImagePolicy, SubstitutedLabel
+from vitlab.data.bad_samples import BadFiles, ImagePolicy, load_or_substitute
 from vitlab.data.image_io import open_image, read_header
 from vitlab.data.walk import WalkReport, log_report, walk_files
 from vitlab.errors import DataError
@@ -65,16 +65,12 @@ class ImageFolderDataset(Dataset):
 
     def _load(self, index: int) -> tuple[Image.Image, int]:
         """The image and label at ``index``, or those of the next readable index (a deterministic stand-in)."""
-        n = len(self.samples)
-        for step in range(n):
-            path, label = self.samples[(index + step) % n]
-            try:
-                image = open_image(path, self.policy.max_pixels)
-            except DataError as err:
-                self.bad.add(str(path), err)  # raises once the policy's limit is passed
-                continue
-            return image, (SubstitutedLabel(label) if step else label)
-        raise DataError(f"{self.root}: no image in the dataset can be decoded")
+        def load(i: int) -> tuple[Image.Image, int]:
+            path, label = self.samples[i]
+            return open_image(path, self.policy.max_pixels), label
+
+        return load_or_substitute(index, len(self.samples), load, lambda i: str(self.samples[i][0]), self.bad,
+                                  f"{self.root}: no image in the dataset can be decoded")
 
     def verify(self) -> None:
         """Check every file's header (allowed format, pixel limit, parsable); DataError names the first bad one.

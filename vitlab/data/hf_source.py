@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 
 from torch.utils.data import Dataset
 
-from vitlab.data.bad_samples import BadFiles, ImagePolicy, SubstitutedLabel
+from vitlab.data.bad_samples import BadFiles, ImagePolicy, load_or_substitute
 from vitlab.data.fingerprint import labelled_fingerprint
 from vitlab.data.image_io import open_image
 from vitlab.errors import DataError
@@ -119,19 +119,15 @@ class HFImageDataset(Dataset):
         return len(self.targets)
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
-        n = len(self.targets)
-        for step in range(n):
-            i = (index + step) % n
-            where = f"{self.origin}[{i}]"
-            try:
-                image = open_image(_image_source(self.data[i]["image"], where), self.policy.max_pixels)
-            except DataError as err:
-                self.bad.add(where, err)
-                continue
-            label = self.targets[i]
-            out = self.transform(image) if self.transform is not None else image
-            return out, (SubstitutedLabel(label) if step else label)
-        raise DataError(f"{self.origin}: no image in the dataset can be decoded")
+        def where(i: int) -> str:
+            return f"{self.origin}[{i}]"
+
+        def load(i: int) -> tuple[Any, int]:
+            return open_image(_image_source(self.data[i]["image"], where(i)), self.policy.max_pixels), self.targets[i]
+
+        image, label = load_or_substitute(index, len(self.targets), load, where, self.bad,
+                                          f"{self.origin}: no image in the dataset can be decoded")
+        return (self.transform(image) if self.transform is not None else image), label
 
     def sample_fingerprint(self, indices: Sequence[int] | None = None) -> dict[str, dict]:
         """Per class: the row count and a digest of (row, encoded image size) of ``indices`` (all rows)."""

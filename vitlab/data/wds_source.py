@@ -40,7 +40,7 @@ from typing import Any, Callable, Sequence
 
 from torch.utils.data import Dataset
 
-from vitlab.data.bad_samples import BadFiles, ImagePolicy, SubstitutedLabel
+from vitlab.data.bad_samples import BadFiles, ImagePolicy, load_or_substitute
 from vitlab.data.fingerprint import labelled_fingerprint
 from vitlab.data.image_io import open_image
 from vitlab.data.tar_index import ShardIndex, index_shards, webdataset_module
@@ -164,20 +164,14 @@ class WdsDataset(Dataset):
         return len(self.index)
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
-        n = len(self.index)
-        for step in range(n):
-            i = (index + step) % n
-            try:
-                data = io.BytesIO(self.index.read(i))
-                data.name = self.index.name(i)  # the opener's messages name the shard and sample
-                image = open_image(data, self.policy.max_pixels)
-            except DataError as err:
-                self.bad.add(self.index.name(i), err)
-                continue
-            label = self.targets[i]
-            image_out = self.transform(image) if self.transform is not None else image
-            return image_out, (SubstitutedLabel(label) if step else label)
-        raise DataError(f"{self.origin}: no image in the shards can be decoded")
+        def load(i: int) -> tuple[Any, int]:
+            data = io.BytesIO(self.index.read(i))
+            data.name = self.index.name(i)  # the opener's messages name the shard and sample
+            return open_image(data, self.policy.max_pixels), self.targets[i]
+
+        image, label = load_or_substitute(index, len(self.index), load, self.index.name, self.bad,
+                                          f"{self.origin}: no image in the shards can be decoded")
+        return (self.transform(image) if self.transform is not None else image), label
 
     def sample_fingerprint(self, indices: Sequence[int] | None = None) -> dict[str, dict]:
         """Per class: the sample count and a digest of (shard file name, key, image size) of ``indices`` (all)."""
