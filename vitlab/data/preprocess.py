@@ -29,15 +29,13 @@ from typing import Any
 
 import torch
 from PIL import Image
-from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
 from vitlab.data.image_ops import ToChannels
-from vitlab.data.transforms import AugmentConfig, Preprocess, Transform, build_eval_transform, build_train_transform
+from vitlab.data.transforms import (INTERPOLATIONS, AugmentConfig, Preprocess, Transform, build_eval_transform,
+                                   build_train_transform)
 from vitlab.errors import ConfigError
 
-_MODES = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC,
-          "nearest": InterpolationMode.NEAREST}
 CROP_MODES = ("center", "squash", "vitlab")
 
 
@@ -96,7 +94,7 @@ class EvalTransform:
     def __init__(self, pre: EvalPreprocess) -> None:
         self.pre = pre
         self.channels = ToChannels(pre.in_chans)
-        self.mode = _MODES[pre.interpolation]
+        self.mode = INTERPOLATIONS[pre.interpolation]
         self.mean, self.std = list(pre.mean), list(pre.std)
 
     def __call__(self, image: Any) -> torch.Tensor:

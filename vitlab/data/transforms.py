@@ -19,7 +19,8 @@ from vitlab.errors import ConfigError
 Interpolation = Literal["bilinear", "bicubic", "nearest"]
 Transform = Callable[[Any], torch.Tensor]
 
-_INTERPOLATIONS = {
+# name -> torchvision resampling mode (also the eval transform of vitlab.data.preprocess)
+INTERPOLATIONS = {
     "bilinear": v2.InterpolationMode.BILINEAR,
     "bicubic": v2.InterpolationMode.BICUBIC,
     "nearest": v2.InterpolationMode.NEAREST,
@@ -44,8 +45,8 @@ class Preprocess:
             raise ConfigError(f"mean/std have {len(self.mean)}/{len(self.std)} entries for in_chans {self.in_chans}")
         if not 0.0 < self.crop_pct <= 1.0:
             raise ConfigError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
-        if self.interpolation not in _INTERPOLATIONS:
-            raise ConfigError(f"interpolation {self.interpolation!r}; expected one of {', '.join(_INTERPOLATIONS)}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ConfigError(f"interpolation {self.interpolation!r}; expected one of {', '.join(INTERPOLATIONS)}")
 
     @classmethod
     def from_config(cls, cfg: Any) -> Preprocess:
@@ -115,14 +116,14 @@ def build_eval_transform(pre: Preprocess) -> Transform:
     """Channels -> resize + center-crop (skipped at exactly img_size) -> float -> normalise."""
     return v2.Compose([
         ToChannels(pre.in_chans),
-        ResizeCenterCrop(pre.img_size, pre.crop_pct, _INTERPOLATIONS[pre.interpolation]),
+        ResizeCenterCrop(pre.img_size, pre.crop_pct, INTERPOLATIONS[pre.interpolation]),
         ToFloatNormalize(pre.mean, pre.std),
     ])
 
 
 def build_train_transform(pre: Preprocess, aug: AugmentConfig) -> Transform:
     """Eval's steps with the enabled augmentations in between; geometry first, colour on uint8, erasing last."""
-    mode = _INTERPOLATIONS[pre.interpolation]
+    mode = INTERPOLATIONS[pre.interpolation]
     steps: list[Callable[[Any], Any]] = [ToChannels(pre.in_chans)]
     if aug.random_resized_crop:
         steps.append(v2.RandomResizedCrop(list(pre.img_size), scale=aug.scale, interpolation=mode, antialias=True))
