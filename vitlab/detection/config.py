@@ -64,6 +64,9 @@ class LossSettings:
     weight_bbox: float = 5.0
     weight_giou: float = 2.0
     eos_coef: float = 0.1
+    # The focal loss and cost of a sigmoid class head (model_args.class_head: sigmoid; Deformable DETR)
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
 
 
 @dataclass
@@ -114,6 +117,8 @@ class DetectConfig:
             (self.optim.clip_grad is None or self.optim.clip_grad > 0, "optim.clip_grad", self.optim.clip_grad,
              "must be > 0 or null"),
             (self.loss.eos_coef > 0, "loss.eos_coef", self.loss.eos_coef, "must be > 0"),
+            (0 < self.loss.focal_alpha < 1, "loss.focal_alpha", self.loss.focal_alpha, "must be in (0, 1)"),
+            (self.loss.focal_gamma >= 0, "loss.focal_gamma", self.loss.focal_gamma, "must be >= 0"),
             (self.eval_every >= 1, "eval_every", self.eval_every, "must be at least 1"),
             (self.log_every >= 1, "log_every", self.log_every, "must be at least 1"),
             (self.max_bad_steps is None or self.max_bad_steps >= 1, "max_bad_steps", self.max_bad_steps,

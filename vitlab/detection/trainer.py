@@ -43,6 +43,14 @@ def model_config(cfg: DetectConfig) -> DetrConfig:
     return DetrConfig().replace(**PRESETS[cfg.model]).replace(**cfg.model_args)
 
 
+def build_criterion(cfg: DetectConfig, mcfg: DetrConfig, num_classes: int) -> SetCriterion:
+    """The set loss as configured; a sigmoid class head brings the focal loss and cost with it."""
+    lo = cfg.loss
+    focal = (lo.focal_alpha, lo.focal_gamma) if mcfg.class_head == "sigmoid" else None
+    matcher = HungarianMatcher(lo.cost_class, lo.cost_bbox, lo.cost_giou, focal)
+    return SetCriterion(num_classes, matcher, lo.weight_ce, lo.weight_bbox, lo.weight_giou, lo.eos_coef, focal)
+
+
 def open_datasets(cfg: DetectConfig, mcfg: DetrConfig) -> tuple[DetectionDataset, DetectionDataset]:
     """The training set (train transform) and the validation set (eval transform, ``data.val_split``)."""
     max_size = cfg.data.max_size or mcfg.max_size
@@ -93,9 +101,7 @@ def _prepare(cfg: DetectConfig, info: distributed.DistInfo) -> tuple[torch.nn.Mo
     if isinstance(model.backbone, ViTBackbone) and max_size > min(model.backbone.img_size):
         raise ConfigError(f"max_size {max_size} exceeds the ViT backbone's input {model.backbone.img_size}; "
                           "lower data.max_size / model_args.max_size")
-    matcher = HungarianMatcher(cfg.loss.cost_class, cfg.loss.cost_bbox, cfg.loss.cost_giou)
-    criterion = SetCriterion(len(train_ds.classes), matcher, cfg.loss.weight_ce, cfg.loss.weight_bbox,
-                             cfg.loss.weight_giou, cfg.loss.eos_coef).to(device)
+    criterion = build_criterion(cfg, mcfg, len(train_ds.classes)).to(device)
     policy = ImagePolicy(None, cfg.data.strict, cfg.data.max_bad_samples)
     task = DetectionTask(SeededSamples(SubstitutingSamples(train_ds, policy), cfg.seed), val_ds, train_ds.classes, criterion,
                          cfg.data.eval_batch_size, cfg.data.workers, info, cfg.data.val_split)

@@ -9,6 +9,10 @@
   boxes that were NaN / inverted and were sanitised) and ``bad_costs`` (non-finite matching costs).
 
 With ``aux_outputs`` present, the same losses are added for every decoder layer (suffix ``_0``...).
+
+With a sigmoid class head (``focal=(alpha, gamma)``, Deformable DETR) ``loss_ce`` is instead the
+sigmoid focal loss (torchvision's) of every slot and class against the matched one-hot targets,
+summed and divided by the number of target boxes; no "no object" class, no ``eos_coef``.
 """
 
 from __future__ import annotations
@@ -31,12 +35,15 @@ class SetCriterion(nn.Module):
         matcher: :class:`HungarianMatcher`.
         weight_ce, weight_bbox, weight_giou: loss weights (paper: 1, 5, 2).
         eos_coef: cross-entropy weight of the "no object" class (paper: 0.1).
+        focal: (alpha, gamma) of the focal loss for a sigmoid class head (0.25, 2.0); None: the
+            softmax head's cross-entropy.
     """
 
     def __init__(self, num_classes: int, matcher: HungarianMatcher, weight_ce: float = 1.0, weight_bbox: float = 5.0,
-                 weight_giou: float = 2.0, eos_coef: float = 0.1) -> None:
+                 weight_giou: float = 2.0, eos_coef: float = 0.1, focal: tuple[float, float] | None = None) -> None:
         super().__init__()
         self.num_classes = num_classes
+        self.focal = focal
         self.matcher = matcher
         self.weights = {"loss_ce": weight_ce, "loss_bbox": weight_bbox, "loss_giou": weight_giou}
         empty_weight = torch.ones(num_classes + 1)
@@ -54,11 +61,7 @@ class SetCriterion(nn.Module):
         target_classes = torch.full(logits.shape[:2], self.num_classes, dtype=torch.int64, device=logits.device)
         matched_labels = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)]).to(logits.device)
         target_classes[batch_idx, src_idx] = matched_labels
-        weight = self.empty_weight.to(logits.device)
-        if ce_norm is None:
-            loss_ce = F.cross_entropy(logits.transpose(1, 2), target_classes, weight)
-        else:  # this rank's share of the global batch's weighted mean
-            loss_ce = F.cross_entropy(logits.transpose(1, 2), target_classes, weight, reduction="sum") / ce_norm
+        loss_ce = self._class_loss(logits, target_classes, num_boxes, ce_norm)
 
         src_boxes = boxes[batch_idx, src_idx]
         tgt_boxes = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)]).to(logits.device).float()
@@ -70,7 +73,10 @@ class SetCriterion(nn.Module):
             loss_giou = boxes.sum() * 0.0  # keeps the graph (and DDP) happy on an empty batch
 
         with torch.no_grad():
-            n_pred = (logits.argmax(-1) != self.num_classes).sum(1).float()
+            if self.focal is None:
+                n_pred = (logits.argmax(-1) != self.num_classes).sum(1).float()
+            else:  # a slot "predicts an object" when some class is more likely than not
+                n_pred = (logits.sigmoid().max(-1).values > 0.5).sum(1).float()
             n_tgt = torch.tensor([float(len(t["labels"])) for t in targets], device=logits.device)
             card = (n_pred - n_tgt).abs().mean()
             if len(matched_labels):
@@ -80,6 +86,21 @@ class SetCriterion(nn.Module):
         return {"loss_ce": loss_ce, "loss_bbox": loss_bbox, "loss_giou": loss_giou, "cardinality_error": card,
                 "class_error": 100 - acc, "bad_pred_boxes": torch.tensor(float(n_bad)),
                 "bad_costs": torch.tensor(float(self.matcher.last_bad_costs))}
+
+    def _class_loss(self, logits: torch.Tensor, target_classes: torch.Tensor, num_boxes: float,
+                    ce_norm: float | None) -> torch.Tensor:
+        """logits (B, Q, C+1) or (B, Q, C) with focal; target_classes (B, Q), ``num_classes`` = none."""
+        if self.focal is not None:
+            from torchvision.ops import sigmoid_focal_loss
+
+            onehot = F.one_hot(target_classes, self.num_classes + 1)[..., :-1].to(logits.dtype)
+            alpha, gamma = self.focal
+            return sigmoid_focal_loss(logits, onehot, alpha, gamma, reduction="sum") / num_boxes
+        weight = self.empty_weight.to(logits.device)
+        if ce_norm is None:
+            return F.cross_entropy(logits.transpose(1, 2), target_classes, weight)
+        # this rank's share of the global batch's weighted mean
+        return F.cross_entropy(logits.transpose(1, 2), target_classes, weight, reduction="sum") / ce_norm
 
     def forward(self, outputs: dict, targets: list[dict], global_counts: tuple[float, float, int] | None = None,
                 world_size: int = 1) -> dict[str, torch.Tensor]:

@@ -13,6 +13,7 @@ for the auxiliary losses.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +50,9 @@ class DetrConfig:
     std: tuple[float, ...] = IMAGENET_STD
     min_size: int = 800  # eval resize: shorter side
     max_size: int = 1333  # eval resize: cap on the longer side
+    # Remedies for DETR's slow convergence; the defaults are the original DETR (HF parity).
+    anchor_queries: bool = False  # DAB-DETR anchor boxes + iterative refinement (anchor_decoder.py)
+    class_head: str = "softmax"  # "sigmoid": one logit per class, focal loss and cost (Deformable DETR)
 
     def validate(self) -> None:
         if self.hidden_dim % self.nheads:
@@ -60,6 +64,8 @@ class DetrConfig:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.class_head not in ("softmax", "sigmoid"):
+            raise ConfigError(f"class_head must be 'softmax' or 'sigmoid', got {self.class_head!r}")
         if self.min_size < 1 or self.max_size < self.min_size:
             raise ConfigError(f"need 1 <= min_size <= max_size, got {self.min_size}, {self.max_size}")
 
@@ -112,19 +118,29 @@ class DETR(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module, position_encoding: nn.Module, transformer: Transformer,
-                 num_classes: int, num_queries: int, aux_loss: bool = True) -> None:
+                 num_classes: int, num_queries: int, aux_loss: bool = True, class_head: str = "softmax") -> None:
         super().__init__()
         d = transformer.d_model
         self.num_classes = num_classes
         self.num_queries = num_queries
         self.aux_loss = aux_loss
+        self.class_head = class_head
         self.backbone = backbone
         self.position_encoding = position_encoding
         self.input_proj = nn.Conv2d(backbone.num_channels, d, kernel_size=1)
         self.transformer = transformer
-        self.query_embed = nn.Embedding(num_queries, d)
-        self.class_embed = nn.Linear(d, num_classes + 1)
+        if transformer.anchor_queries:
+            self.refpoint_embed = nn.Embedding(num_queries, 4)
+        else:
+            self.query_embed = nn.Embedding(num_queries, d)
+        self.class_embed = nn.Linear(d, num_classes + (class_head == "softmax"))
         self.bbox_embed = MLP(d, d, 4, 3)
+        if class_head == "sigmoid":
+            # Deformable DETR's prior: every class starts at probability 0.01, so the focal loss
+            # of the many empty slots does not swamp the first steps.
+            nn.init.constant_(self.class_embed.bias, -math.log((1 - 0.01) / 0.01))
+        if transformer.anchor_queries:
+            _init_anchors(self.refpoint_embed.weight, self.bbox_embed)
         self.config: DetrConfig | None = None  # set by build_detr
 
     def forward(self, images: torch.Tensor, mask: torch.Tensor | None = None,
@@ -137,30 +153,47 @@ class DETR(nn.Module):
             return_attn: also return the last decoder layer's cross-attention.
 
         Returns:
-            ``pred_logits`` (B, Q, num_classes + 1); ``pred_boxes`` (B, Q, 4) normalised cxcywh;
+            ``pred_logits`` (B, Q, num_classes + 1) with the softmax head, (B, Q, num_classes)
+            with the sigmoid head; ``pred_boxes`` (B, Q, 4) normalised cxcywh;
             ``aux_outputs``: for decoder layers 0..L-2, dicts with the same two keys (empty list
-            when aux_loss is off); ``cross_attn``: (B, Q, h*w) or None; ``feature_size``: (h, w).
+            when aux_loss is off); ``cross_attn``: (B, Q, h*w) or None; ``feature_size``: (h, w);
+            ``class_head``: "softmax" or "sigmoid" (how to read the logits).
         """
         if mask is None:
             mask = torch.zeros(images.shape[0], *images.shape[-2:], dtype=torch.bool, device=images.device)
         feats, fmask = self.backbone(images, mask)
         pos = self.position_encoding(fmask, feats.dtype).to(feats.dtype)
-        out = self.transformer(self.input_proj(feats), fmask, self.query_embed.weight, pos, return_attn)
-        hs = out["hs"]  # (L, B, Q, D)
-        logits = self.class_embed(hs)
-        boxes = self.bbox_embed(hs).sigmoid()
+        if self.transformer.anchor_queries:
+            out = self.transformer(self.input_proj(feats), fmask, self.refpoint_embed.weight, pos, return_attn,
+                                   box_head=self.bbox_embed)
+            boxes = out["boxes"]  # (L, B, Q, 4), refined layer by layer
+        else:
+            out = self.transformer(self.input_proj(feats), fmask, self.query_embed.weight, pos, return_attn)
+            boxes = self.bbox_embed(out["hs"]).sigmoid()
+        logits = self.class_embed(out["hs"])  # hs: (L, B, Q, D)
         aux = [{"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], boxes[:-1])] if self.aux_loss else []
         return {"pred_logits": logits[-1], "pred_boxes": boxes[-1], "aux_outputs": aux,
-                "cross_attn": out["cross_attn"], "feature_size": tuple(feats.shape[-2:])}
+                "cross_attn": out["cross_attn"], "feature_size": tuple(feats.shape[-2:]), "class_head": self.class_head}
+
+
+def _init_anchors(weight: torch.Tensor, bbox_embed: MLP) -> None:
+    """Anchors (Q, 4) as logits: centres uniform over the image, sides 0.25 of it; the box head's
+    last layer at zero, so the first predictions are the anchors themselves (DAB-DETR)."""
+    with torch.no_grad():
+        weight[:, :2].uniform_(0.02, 0.98).logit_()
+        weight[:, 2:].fill_(math.log(0.25 / 0.75))
+    nn.init.zeros_(bbox_embed.layers[-1].weight)
+    nn.init.zeros_(bbox_embed.layers[-1].bias)
 
 
 def build_detr(cfg: DetrConfig) -> DETR:
     """Construct a :class:`DETR` from a config; the only reader of DetrConfig."""
     cfg.validate()
     backbone = build_backbone(cfg.backbone, dict(cfg.backbone_args), cfg.train_backbone)
-    transformer = Transformer(cfg.hidden_dim, cfg.nheads, cfg.enc_layers, cfg.dec_layers, cfg.dim_feedforward, cfg.dropout)
+    transformer = Transformer(cfg.hidden_dim, cfg.nheads, cfg.enc_layers, cfg.dec_layers, cfg.dim_feedforward, cfg.dropout,
+                              cfg.anchor_queries)
     model = DETR(backbone, PositionEmbeddingSine(cfg.hidden_dim // 2, normalize=True), transformer,
-                 cfg.num_classes, cfg.num_queries, cfg.aux_loss)
+                 cfg.num_classes, cfg.num_queries, cfg.aux_loss, cfg.class_head)
     model.config = cfg
     return model
 

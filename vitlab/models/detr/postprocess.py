@@ -19,14 +19,24 @@ def postprocess(outputs: dict, target_sizes: torch.Tensor, threshold: float = 0.
         threshold: keep slots whose best object-class probability exceeds this (0 keeps all Q).
 
     Each slot's label is its most probable object class ("no object" excluded), its score that
-    probability. Non-finite boxes are replaced (see ``sanitize_boxes``) and counted in
+    probability. With a sigmoid class head (``outputs["class_head"] == "sigmoid"``, logits
+    (B, Q, C)) every (slot, class) pair is a detection scored by its sigmoid, as Deformable DETR
+    does, and the best min(100, Q * C) are kept (COCO's maxDets). Non-finite boxes are replaced (see ``sanitize_boxes``) and counted in
     ``bad_boxes`` (a 0-d tensor per image).
     """
-    prob = outputs["pred_logits"].float().softmax(-1)[..., :-1]
-    scores, labels = prob.max(-1)
+    if outputs.get("class_head") == "sigmoid":
+        prob = outputs["pred_logits"].float().sigmoid()  # (B, Q, C)
+        C = prob.shape[-1]
+        scores, flat = prob.flatten(1).topk(min(100, prob.shape[1] * C), dim=1)
+        labels, slots = flat % C, flat // C
+    else:
+        prob = outputs["pred_logits"].float().softmax(-1)[..., :-1]
+        scores, labels = prob.max(-1)
+        slots = torch.arange(prob.shape[1], device=prob.device).expand(prob.shape[0], -1)
     results = []
     for b in range(prob.shape[0]):
         boxes, n_bad = sanitize_boxes(outputs["pred_boxes"][b].float())
+        boxes = boxes[slots[b]]
         h, w = target_sizes[b].float().tolist()
         xyxy = box_cxcywh_to_xyxy(boxes) * torch.tensor([w, h, w, h], device=boxes.device)
         keep = scores[b] > threshold

@@ -14,12 +14,15 @@ so the one attention recorder (:mod:`vitlab.layers.recorder`) reads the encoder'
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from vitlab.layers.mha import MultiheadAttention
 from vitlab.layers.recorder import record_attention
+from vitlab.models.detr.anchor_decoder import AnchorDecoder
 
 
 def _with_pos(x: torch.Tensor, pos: torch.Tensor | None) -> torch.Tensor:
@@ -117,17 +120,20 @@ class Transformer(nn.Module):
     Args:
         d_model, nhead, num_encoder_layers, num_decoder_layers, dim_feedforward, dropout:
             paper defaults 256, 8, 6, 6, 2048, 0.1.
+        anchor_queries: slots carry anchor boxes refined by every decoder layer
+            (:mod:`~vitlab.models.detr.anchor_decoder`); False is the paper's decoder.
     """
 
     def __init__(self, d_model: int = 256, nhead: int = 8, num_encoder_layers: int = 6, num_decoder_layers: int = 6,
-                 dim_feedforward: int = 2048, dropout: float = 0.1) -> None:
+                 dim_feedforward: int = 2048, dropout: float = 0.1, anchor_queries: bool = False) -> None:
         super().__init__()
         self.d_model = d_model
         self.nhead = nhead
+        self.anchor_queries = anchor_queries
         self.encoder = TransformerEncoder([EncoderLayer(d_model, nhead, dim_feedforward, dropout)
                                            for _ in range(num_encoder_layers)])
-        self.decoder = TransformerDecoder([DecoderLayer(d_model, nhead, dim_feedforward, dropout)
-                                           for _ in range(num_decoder_layers)], d_model)
+        layers = [DecoderLayer(d_model, nhead, dim_feedforward, dropout) for _ in range(num_decoder_layers)]
+        self.decoder: nn.Module = AnchorDecoder(layers, d_model) if anchor_queries else TransformerDecoder(layers, d_model)
         for p in self.parameters():
             if p.dim() > 1:
                 nn.init.xavier_uniform_(p)
@@ -139,30 +145,41 @@ class Transformer(nn.Module):
         query_embed: torch.Tensor,
         pos_embed: torch.Tensor,
         need_weights: bool = False,
+        box_head: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor | None]:
         """Run encoder and decoder.
 
         Args:
             src: (B, D, h, w) projected backbone features.
             mask: (B, h, w) bool, True on padding.
-            query_embed: (Q, D) learned object queries (used as query positions).
+            query_embed: (Q, D) learned object queries (used as query positions); with
+                ``anchor_queries``, (Q, 4) anchor-box logits instead.
             pos_embed: (B, D, h, w) spatial encodings.
             need_weights: also return the last decoder layer's cross-attention (through the recorder).
+            box_head: with ``anchor_queries``: slot states (..., D) -> box deltas (..., 4).
 
         Returns:
             {"hs": (L, B, Q, D) decoder outputs per layer, "memory": (B, h*w, D) encoder output,
-             "cross_attn": (B, Q, h*w) averaged over heads, or None}.
+             "cross_attn": (B, Q, h*w) averaged over heads, or None, "boxes": with
+             ``anchor_queries`` the refined boxes (L, B, Q, 4), else None}.
         """
         if need_weights:
             with record_attention(self, [self.decoder.layers[-1].multihead_attn], mixed=False) as rec:
-                out = self.forward(src, mask, query_embed, pos_embed)
+                out = self.forward(src, mask, query_embed, pos_embed, box_head=box_head)
             return {**out, "cross_attn": rec.layer(0, "softmax").mean(1)}
         B = src.shape[0]
         src = src.flatten(2).transpose(1, 2)  # (B, T, D)
         pos = pos_embed.flatten(2).transpose(1, 2)
         key_mask = mask.flatten(1)
-        query_pos = query_embed.unsqueeze(0).expand(B, -1, -1)
         memory = self.encoder(src, key_mask, pos)
+        if self.anchor_queries:
+            if box_head is None:
+                raise ValueError("anchor queries need the box head (box_head=...)")
+            anchors = query_embed.sigmoid().unsqueeze(0).expand(B, -1, -1)
+            tgt = memory.new_zeros(B, query_embed.shape[0], self.d_model)
+            hs, boxes = self.decoder(tgt, memory, key_mask, pos, anchors, box_head)
+            return {"hs": hs, "memory": memory, "cross_attn": None, "boxes": boxes}
+        query_pos = query_embed.unsqueeze(0).expand(B, -1, -1)
         tgt = torch.zeros_like(query_pos)
         hs = self.decoder(tgt, memory, key_mask, pos, query_pos)
-        return {"hs": hs, "memory": memory, "cross_attn": None}
+        return {"hs": hs, "memory": memory, "cross_attn": None, "boxes": None}
