@@ -105,7 +105,7 @@ def test_legacy_names_in_replace_and_as_attributes() -> None:
 
 
 def test_unknown_names_and_args_list_the_valid_ones() -> None:
-    with pytest.raises(ConfigError, match="stem must be one of 'patch', 'conv', 'cnn', 'resnetv2', got 'vgg'"):
+    with pytest.raises(ConfigError, match="stem must be one of 'patch', 'conv', 'cnn', 'resnetv2', 'spt', got 'vgg'"):
         ViTConfig(stem="vgg")
     with pytest.raises(ConfigError, match="attn must be one of 'mhsa', 'reattention'"):
         ViTConfig().replace(attn="linear")
@@ -129,8 +129,8 @@ def test_validation_names_the_argument() -> None:
 
 
 def test_tables_list_every_variant_with_typed_args() -> None:
-    assert STEMS.names() == ("patch", "conv", "cnn", "resnetv2")
-    assert ATTENTIONS.names() == ("mhsa", "reattention")
+    assert STEMS.names() == ("patch", "conv", "cnn", "resnetv2", "spt")
+    assert ATTENTIONS.names() == ("mhsa", "reattention", "lsa")
     assert STEMS.canonical("resnetv2", {"layers": [3, 4, 9]}) == {"layers": (3, 4, 9), "width": 64}
     assert ATTENTIONS.parse("reattention", {"blocks": None}).layers(3)[0] is not None
 
