@@ -109,6 +109,18 @@ class Attention(AttentionBase):
         """Hook point for subclasses: (B, H, T, T) probabilities -> (B, H, T, T). Identity here."""
         return attn
 
+    def logits(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """q, k: (B, H, T, hd) -> the (B, H, T, T) logits the explicit path's softmax ``attend`` takes.
+
+        Subclasses that change the logits (a learned temperature, a mask) override this together
+        with :meth:`fused_attention`, so both paths keep computing the same function.
+        """
+        return (q * self.scale) @ k.transpose(-2, -1)
+
+    def fused_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -> torch.Tensor:
+        """q, k, v: (B, H, T, hd) -> softmax(logits) v, (B, H, T, hd), in one fused kernel."""
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, T, D) -> (B, T, D)."""
         B, T, D = x.shape
@@ -117,7 +129,7 @@ class Attention(AttentionBase):
             # One copy makes q, k, v contiguous: batched matmuls on the permuted views are ~1.35x
             # slower on the CPU (measured), which made capturing the maps cost more than it must.
             q, k, v = qkv.contiguous().unbind(0)  # each (B, H, T, hd)
-            attn = self.attend((q * self.scale) @ k.transpose(-2, -1))  # (B, H, T, T)
+            attn = self.attend(self.logits(q, k))  # (B, H, T, T)
             attn = self.attn_drop(self.transform_attn(attn))
             out = attn @ v
         else:
@@ -126,8 +138,7 @@ class Attention(AttentionBase):
                 q, k, v = _SplitHeads.apply(qkv, self.num_heads)
             else:  # inference and export: plain views, no custom autograd node
                 q, k, v = qkv.reshape(B, T, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-            p = self.attn_drop.p if self.training else 0.0
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+            out = self.fused_attention(q, k, v, self.attn_drop.p if self.training else 0.0)
         out = out.transpose(1, 2).reshape(B, T, D)  # (B, T, H * hd)
         return self.proj_drop(self.proj(out))
 

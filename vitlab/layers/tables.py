@@ -14,9 +14,11 @@ from typing import Protocol
 from vitlab.layers.args import LayerTable
 from vitlab.layers.attention import AttnFactory, MhsaArgs
 from vitlab.layers.cnn_embed import CnnStemArgs
+from vitlab.layers.lsa import LsaArgs
 from vitlab.layers.patch_embed import ConvStemArgs, EmbedFactory, PatchStemArgs
 from vitlab.layers.reattention import ReAttentionArgs
 from vitlab.layers.resnet_stem import ResNetV2StemArgs
+from vitlab.layers.spt_embed import ShiftedPatchStemArgs
 
 
 class StemArgs(Protocol):
@@ -40,11 +42,13 @@ STEMS: LayerTable[StemArgs] = LayerTable("stem", {
     "conv": ConvStemArgs,  # Xiao et al. 2021: stride-2 3x3 convs
     "cnn": CnnStemArgs,  # DeepViT-S / -L: 7x7 + 3x3 front end, (P/2) projection
     "resnetv2": ResNetV2StemArgs,  # ViT paper's hybrid: BiT ResNetV2 feature map
+    "spt": ShiftedPatchStemArgs,  # Lee et al. 2021: shifted patch tokenization
 })
 
 ATTENTIONS: LayerTable[AttnArgs] = LayerTable("attn", {
     "mhsa": MhsaArgs,  # multi-head self-attention
     "reattention": ReAttentionArgs,  # DeepViT: heads mixed after the softmax
+    "lsa": LsaArgs,  # Lee et al. 2021: locality self-attention (masked diagonal, learned temperature)
 })
 
 __all__ = ["ATTENTIONS", "STEMS", "AttnArgs", "StemArgs"]

@@ -64,9 +64,9 @@ class ViTConfig:
     pre_norm: bool = False  # LayerNorm after the embedding (CLIP); the patch projection then has no bias
     # Token stem and attention variant: a name from vitlab.layers.tables and that layer's arguments
     # (canonical: every argument present, defaults filled in; see STEMS / ATTENTIONS).
-    stem: str = "patch"  # "patch", "conv", "cnn", "resnetv2"
+    stem: str = "patch"  # "patch", "conv", "cnn", "resnetv2", "spt" (shifted patches)
     stem_args: dict[str, Any] = field(default_factory=dict)
-    attn: str = "mhsa"  # "mhsa" or DeepViT's "reattention"
+    attn: str = "mhsa"  # "mhsa", DeepViT's "reattention" or "lsa" (locality self-attention)
     attn_args: dict[str, Any] = field(default_factory=dict)
     scale_adjustment: float = 1.0  # official DeepViT block: x + f(LN(x * s)) / s on both branches
     drop_rate: float = 0.0
