@@ -28,7 +28,7 @@ from vitlab.config import TrainConfig, resolve_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cifar10_jpg"
-TARGET_TOP1, TARGET_SECONDS = 70.0, 30 * 60
+TARGET_TOP1, TARGET_SECONDS = 76.0, 30 * 60  # issue 17 §3 (issue 3 asked for 70%)
 
 
 def knn_accuracy(data: Path, k: int = 5) -> float:
@@ -107,7 +107,7 @@ def main() -> None:
         f"{torch.get_num_threads()} threads; raw training-step speed of this model (benchmarks/cifar10_throughput.py) "
         f"{speed_before:.0f} images/s before the run and {speed_after:.0f} after. Reproduce: `.venv/bin/python benchmarks/cifar10_main_job.py`.",
         "",
-        f"Target (issue 3): >= {TARGET_TOP1:.0f}% test top-1 within {TARGET_SECONDS // 60} minutes wall: "
+        f"Target (issue 17 §3): >= {TARGET_TOP1:.0f}% test top-1 within {TARGET_SECONDS // 60} minutes wall: "
         f"**{'met' if met else 'not met'}**.",
         "",
         "| model | test top-1 | test top-5 | chosen at (on val) | wall (train + eval) |",
