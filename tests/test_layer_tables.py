@@ -94,7 +94,7 @@ def test_old_config_with_stale_flat_fields_loads() -> None:
 def test_legacy_names_in_replace_and_as_attributes() -> None:
     cfg = ViTConfig(patch_size=4).replace(stem="conv", stem_channels=[8, 16], attn_type="reattention",
                                           reattn_blocks=2, reattn_mode="vit-pytorch")
-    assert cfg.stem_args == {"channels": (8, 16)}
+    assert cfg.stem_args == {"channels": (8, 16), "extra": 0}
     assert cfg.attn_args == {"mode": "vit-pytorch", "blocks": 2, "init": "identity", "scale": False}
     assert cfg.stem_channels == (8, 16) and cfg.attn_type == "reattention" and cfg.reattn_blocks == 2
     assert cfg.stem_layers == () and cfg.stem_width == 64  # not arguments of this stem: the old "unset"
