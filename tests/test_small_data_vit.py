@@ -156,3 +156,26 @@ def test_lsa_off_by_default_and_both_parts_off_is_plain_attention() -> None:
     torch.testing.assert_close(off(x), plain(x), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="at least 2 tokens"):
         LocalitySelfAttention(24, 3)(torch.randn(1, 1, 24))
+
+
+def test_conv_stem_extra_stride1_convs() -> None:
+    torch.manual_seed(0)
+    cfg = ViTConfig(**TINY, stem="conv", stem_args={"channels": [8, 16], "extra": 1})
+    embed = build_vit(cfg).patch_embed.eval()
+    x = torch.randn(2, 3, 16, 16)
+    # By hand: two stride-2 convs, one stride-1 conv (each conv -> BN in eval -> ReLU), then the 1x1 projection.
+    convs = [m for m in embed.stem if isinstance(m, torch.nn.Conv2d)]
+    bns = [m for m in embed.stem if isinstance(m, torch.nn.BatchNorm2d)]
+    assert [c.stride for c in convs] == [(2, 2), (2, 2), (1, 1)]
+    h = x
+    for conv, bn in zip(convs, bns):
+        h = F.conv2d(h, conv.weight, stride=conv.stride, padding=1)
+        h = F.relu(F.batch_norm(h, bn.running_mean, bn.running_var, bn.weight, bn.bias, eps=bn.eps))
+    expected = F.conv2d(h, embed.proj.weight, embed.proj.bias).flatten(2).transpose(1, 2)
+    torch.testing.assert_close(embed(x), expected)
+    assert embed(x).shape == (2, 16, 24)
+    # Negative control and default: extra 0 is the older two-conv stem, whose output differs.
+    plain = build_vit(ViTConfig(**TINY, stem="conv", stem_args={"channels": [8, 16]})).patch_embed
+    assert len([m for m in plain.stem if isinstance(m, torch.nn.Conv2d)]) == 2
+    with pytest.raises(ConfigError, match="stem_args.extra"):
+        ViTConfig(**TINY, stem="conv", stem_args={"channels": [8, 16], "extra": -1}).validate()

@@ -83,7 +83,9 @@ class ConvStemEmbed(TokenEmbed):
     """A stack of stride-2 3x3 conv + BatchNorm + ReLU, then a 1x1 projection to D.
 
     Early convolutions (Xiao et al. 2021) in place of the patchify layer; a light form of the
-    ViT paper's hybrid. ``2 ** len(channels)`` must equal ``patch_size``.
+    ViT paper's hybrid. ``2 ** len(channels)`` must equal ``patch_size``. ``extra`` stride-1 3x3
+    conv + BN + ReLU layers at the last width (on the token grid) deepen the stem, as Xiao et al.'s
+    stems do, for more locality before the first attention layer.
 
     Args:
         img_size: (H, W) input size.
@@ -91,10 +93,12 @@ class ConvStemEmbed(TokenEmbed):
         in_chans: input channels C.
         embed_dim: token width D.
         channels: output channels of each stride-2 conv.
+        extra: stride-1 3x3 convs after them (0: none, the layout of older checkpoints).
     """
 
     def __init__(
-        self, img_size: tuple[int, int], patch_size: int, in_chans: int, embed_dim: int, channels: tuple[int, ...]
+        self, img_size: tuple[int, int], patch_size: int, in_chans: int, embed_dim: int, channels: tuple[int, ...],
+        extra: int = 0,
     ) -> None:
         super().__init__(img_size, patch_size)
         if not channels or 2 ** len(channels) != patch_size:
@@ -105,6 +109,8 @@ class ConvStemEmbed(TokenEmbed):
         for ch in channels:
             layers += [nn.Conv2d(prev, ch, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(ch), nn.ReLU(inplace=True)]
             prev = ch
+        for _ in range(extra):
+            layers += [nn.Conv2d(prev, prev, 3, padding=1, bias=False), nn.BatchNorm2d(prev), nn.ReLU(inplace=True)]
         self.stem = nn.Sequential(*layers)
         self.proj = nn.Conv2d(prev, embed_dim, kernel_size=1)
 
@@ -130,14 +136,18 @@ class PatchStemArgs:
 
 @dataclass(frozen=True)
 class ConvStemArgs:
-    """Stem ``"conv"``: :class:`ConvStemEmbed`; ``channels`` of each stride-2 conv, 2 ** len = P."""
+    """Stem ``"conv"``: :class:`ConvStemEmbed`; ``channels`` of each stride-2 conv, 2 ** len = P;
+    ``extra`` stride-1 3x3 convs after them."""
 
     channels: tuple[int, ...] = ()
+    extra: int = 0
 
     def check(self, patch_size: int) -> None:
         factor = 2 ** len(self.channels)
         if not self.channels or factor != patch_size or min(self.channels) < 1:
             raise ArgError("channels", f"{self.channels} downsample by {factor}, not by patch_size {patch_size}")
+        if self.extra < 0:
+            raise ArgError("extra", f"must be >= 0, got {self.extra}")
 
     def layer(self) -> EmbedFactory:
-        return functools.partial(ConvStemEmbed, channels=tuple(self.channels))
+        return functools.partial(ConvStemEmbed, channels=tuple(self.channels), extra=self.extra)
