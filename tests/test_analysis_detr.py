@@ -50,6 +50,18 @@ def test_detr_attention_shapes() -> None:
     torch.testing.assert_close(maps[:, :6].sum((-1, -2)), torch.ones(2))  # rows 6, 7 are padding (48 / 8 = 6)
 
 
+def test_detr_attention_reads_a_sigmoid_class_head_as_sigmoid() -> None:
+    """A focal-loss DETR (class_head sigmoid, anchor queries) has C logits, no "no object" slot."""
+    model = _tiny_detr(class_head="sigmoid", anchor_queries=True).eval()
+    att = detr_attention(model, torch.randn(1, 3, 64, 64))
+    logits = model(torch.randn(1, 3, 64, 64))["pred_logits"]
+    assert logits.shape[-1] == 3 and att.class_head == "sigmoid"
+    torch.testing.assert_close(att.scores(), att.pred_logits.sigmoid().max(-1).values)
+    # Negative control: the paper head's reading (softmax, last class dropped) is a different score.
+    softmax_read = att.pred_logits.softmax(-1)[..., :-1].max(-1).values
+    assert not torch.allclose(att.scores(), softmax_read)
+
+
 def test_analyze_detr_writes_encoder_and_decoder_figures(checkpoint: Path, shapes: Path, tmp_path: Path) -> None:
     out = tmp_path / "an"
     code = main(["analyze", "all", "--model", str(checkpoint), "--images", str(shapes), "--show", "2",

@@ -31,7 +31,9 @@ class DetrAttention:
         decoder: per decoder layer, (B, H, Q, T) cross-attention of the object queries.
         feature_size: (h, w) of the feature map; position t is cell (t // w, t % w).
         stride: input pixels per feature cell.
-        pred_logits: (B, Q, C + 1), the last class being "no object"; pred_boxes: (B, Q, 4) cxcywh in [0, 1].
+        pred_logits: (B, Q, C + 1) with the last class "no object" (``class_head`` "softmax", the
+            paper's), or (B, Q, C) independent sigmoid logits (``class_head`` "sigmoid", the focal head);
+            pred_boxes: (B, Q, 4) cxcywh in [0, 1].
     """
 
     encoder: list[torch.Tensor]
@@ -40,10 +42,17 @@ class DetrAttention:
     stride: int
     pred_logits: torch.Tensor
     pred_boxes: torch.Tensor
+    class_head: str = "softmax"
+
+    def class_probs(self) -> torch.Tensor:
+        """(B, Q, C) probability of each object class per query, read the way the class head was trained."""
+        if self.class_head == "sigmoid":
+            return self.pred_logits.float().sigmoid()
+        return self.pred_logits.float().softmax(-1)[..., :-1]  # "no object" dropped
 
     def scores(self) -> torch.Tensor:
         """(B, Q) probability of each query's most likely object class ("no object" excluded)."""
-        return self.pred_logits.float().softmax(-1)[..., :-1].max(-1).values
+        return self.class_probs().max(-1).values
 
     def top_queries(self, image: int, k: int) -> list[int]:
         """The ``k`` queries of ``image`` with the highest object score, best first."""
@@ -88,4 +97,4 @@ def detr_attention(model: nn.Module, images: torch.Tensor, mask: torch.Tensor | 
         model.train(was_training)
     maps = rec.maps("softmax")
     return DetrAttention(maps[: len(enc)], maps[len(enc):], tuple(out["feature_size"]), int(model.backbone.stride),
-                         out["pred_logits"], out["pred_boxes"])
+                         out["pred_logits"], out["pred_boxes"], out.get("class_head", "softmax"))

@@ -79,7 +79,7 @@ def save_decoder(display: np.ndarray, att: DetrAttention, image: int, k: int, cl
     size = display.shape[:2]
     queries = att.top_queries(image, k)
     boxes = _boxes_px(att, image, queries, size)
-    probs = att.pred_logits[image].float().softmax(-1)[:, :-1]
+    probs = att.class_probs()[image]
     heats = att.to_pixels(att.decoder_maps(image, queries), size).cpu()
     fig, axes = _panels(len(queries), title)
     for ax, q, box, heat in zip(axes, queries, boxes, heats):
@@ -115,7 +115,7 @@ def detr_figures(what: Sequence[str], att: DetrAttention, display: np.ndarray, n
 def detr_summary(att: DetrAttention, class_names: Sequence[str], k: int = 4) -> dict:
     """Image 0's most confident queries (class, score, normalised cxcywh box) as plain data."""
     queries = att.top_queries(0, min(k, att.pred_logits.shape[1]))
-    probs = att.pred_logits[0].float().softmax(-1)[:, :-1]
+    probs = att.class_probs()[0]
     rows = []
     for q in queries:
         score, label = probs[q].max(0)
