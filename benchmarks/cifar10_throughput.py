@@ -23,6 +23,8 @@ _RECIPE = dict(stem="conv", stem_channels=(48, 96), **_NANO, **_GAP)
 CANDIDATES: dict[str, dict] = {
     "recipe: conv stem (48, 96), width 96, 4 blocks": _RECIPE,
     "recipe + locality self-attention": dict(_RECIPE, attn="lsa"),
+    "conv stem (48, 96) + one stride-1 3x3 conv (stem_args.extra 1)": dict(
+        stem="conv", stem_args={"channels": (48, 96), "extra": 1}, **_NANO, **_GAP),
     "shifted patch tokens (P 4), width 96, 4 blocks": dict(stem="spt", **_NANO, **_GAP),
     "shifted patch tokens + locality self-attention": dict(stem="spt", attn="lsa", **_NANO, **_GAP),
     "patch-4 embedding, width 96, 4 blocks": dict(**_NANO, **_GAP),
