@@ -183,6 +183,16 @@ def train_one_epoch(
     return stopped
 
 
+def _plain(model: nn.Module) -> nn.Module:
+    """The trained module under its wrappers (DDP's ``.module``, torch.compile's ``_orig_mod``), whose
+    state-dict keys are the EMA copy's."""
+    while True:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
 def _finish_step(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
                  device: torch.device, epoch: int, step: int, opts: StepOptions, totals: EpochTotals,
                  guard: NonFiniteGuard, ema: ModelEma | None, scaler: torch.amp.GradScaler | None,
@@ -198,7 +208,7 @@ def _finish_step(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: 
     if ok:
         _update(optimizer, scaler)
         if ema is not None:
-            ema.update(model.module if isinstance(getattr(model, "module", None), nn.Module) else model)
+            ema.update(_plain(model))
     optimizer.zero_grad(set_to_none=True)
     scheduler.step()
     step_loss = all_reduce_mean([micro.loss / micro.count], dist_info, device)[0]
