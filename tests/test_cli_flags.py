@@ -48,7 +48,6 @@ ALIASES = [
     (["--cutmix", "1.0"], "mixup.cutmix_alpha", 1.0),
     (["--aa", "rand-m9-mstd0.5"], "data.augment.ra_magnitude_std", 0.5),
     (["--model-ema-decay", "0.99"], "ema.decay", 0.99),
-    (["--model-ema"], "ema.decay", 0.9998),  # timm's default decay
     (["--model-ema", "--model-ema-decay", "0.95"], "ema.decay", 0.95),
     (["--opt", "sgd"], "optim.name", "sgd"),
     (["--lr", "0.01"], "optim.lr", 0.01),
@@ -63,6 +62,14 @@ def test_alias_sets_its_field(argv: list[str], field: str, expected: Any, capsys
     base = _resolved(capsys, "--config", "mnist")
     assert _get(base, field) != expected  # the recipe alone gives another value: the flag is what changed it
     assert _get(_resolved(capsys, "--config", "mnist", *argv), field) == expected
+
+
+def test_bare_model_ema_is_timms_decay(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """On a recipe without EMA, bare ``--model-ema`` switches it on at timm's default decay."""
+    recipe = tmp_path / "plain.yaml"
+    recipe.write_text("epochs: 1\n")
+    assert _resolved(capsys, "--config", str(recipe))["ema"]["decay"] is None
+    assert _resolved(capsys, "--config", str(recipe), "--model-ema")["ema"]["decay"] == 0.9998
 
 
 def test_amp_is_precision_auto_and_conflicts_with_fp32(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -183,7 +190,8 @@ def test_flags_reach_config_yaml_in_a_run(tmp_path: Path) -> None:
     assert main(["train", "--config", "mnist", "--smoke", *TINY, "--out", str(out), "--no-progress", "--device", "cpu",
                  "--set", "tensorboard=false", "--test", "none", "--set", "max_eval_images=32", "--set",
                  "max_steps_per_epoch=2", "-b", "16", "-j", "0", "--amp", "--drop-path", "0.1", "--smoothing", "0.2",
-                 "--mixup", "0.2", "--cutmix", "0.5", "--aa", "rand-m9-mstd0.5", "--model-ema", "--weight-decay",
+                 "--mixup", "0.2", "--cutmix", "0.5", "--aa", "rand-m9-mstd0.5", "--model-ema-decay", "0.97",
+                 "--set", "model_args.stem_args={}", "--weight-decay",
                  "0.01", "--warmup-epochs", "0.5", "--sched", "cosine", "--img-size", "28", "--num-classes", "10"]) == 0
     text = (out / "config.yaml").read_text()
     saved = yaml.safe_load(text)
@@ -192,7 +200,7 @@ def test_flags_reach_config_yaml_in_a_run(tmp_path: Path) -> None:
     assert saved["model_args"]["drop_path_rate"] == 0.1 and saved["optim"]["label_smoothing"] == 0.2
     assert saved["mixup"]["mixup_alpha"] == 0.2 and saved["mixup"]["cutmix_alpha"] == 0.5
     assert saved["data"]["augment"]["randaugment"] and saved["data"]["augment"]["ra_levels"] == 10
-    assert saved["ema"]["decay"] == 0.9998 and saved["optim"]["weight_decay"] == 0.01
+    assert saved["ema"]["decay"] == 0.97 and saved["optim"]["weight_decay"] == 0.01
     # the saved file resolves to the same config again (what --resume reads)
     assert resolve_config(out / "config.yaml").data.augment.ra_magnitude_std == 0.5
 

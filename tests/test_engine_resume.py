@@ -19,8 +19,11 @@ from run_helpers import losses as _losses
 from run_helpers import records as _records
 from run_helpers import signal_at
 from vitlab.cli.main import main
+from vitlab.config import resolve_config
 
 RECIPE = Path(__file__).resolve().parents[1] / "configs" / "mnist.yaml"
+_CFG = resolve_config(RECIPE)
+BATCH, LR, MIN_LR = _CFG.data.batch_size, _CFG.optim.lr, _CFG.optim.min_lr  # the recipe's own values
 ARGS = ["--config", str(RECIPE), "--epochs", "2", "--set", "max_steps_per_epoch=6", "--set", "log_every=1",
         "--set", "max_eval_images=300", "--set", "tensorboard=false", "--device", "cpu", "--no-progress",
         "--set", "model_args.drop_rate=0.1", "--set", "mixup.mixup_alpha=0.2"]
@@ -59,17 +62,17 @@ def test_mid_epoch_resume_reports_the_whole_epoch(reference: Path, tmp_path: Pat
     keys = ("train_loss", "train_top1", "steps", "images", "skipped")
     got = [{k: r[k] for k in keys} for r in _records(run, "epoch")]
     assert got == [{k: r[k] for k in keys} for r in _records(reference, "epoch")]
-    assert got[0]["steps"] == 6 and got[0]["images"] == 6 * 128
+    assert got[0]["steps"] == 6 and got[0]["images"] == 6 * BATCH
 
 
 def test_logged_lr_is_the_rate_the_step_used(reference: Path) -> None:
     """Warmup over epoch 1 (6 steps): step k (1-based) trains at lr * k / 6 (vitlab.engine.optim.warmup_cosine)."""
     lrs = {r["step"]: r["lr"] for r in _records(reference, "train")}
     for k in range(1, 7):
-        assert lrs[k] == pytest.approx(0.003 * k / 6, rel=1e-9)
+        assert lrs[k] == pytest.approx(LR * k / 6, rel=1e-9)
     # Cosine from step 7 to the last (12): step 12 trains at the rate of schedule position 11.
     progress = (11 - 6) / (12 - 6)
-    assert lrs[12] == pytest.approx(1e-5 + (0.003 - 1e-5) * 0.5 * (1 + math.cos(math.pi * progress)), rel=1e-9)
+    assert lrs[12] == pytest.approx(MIN_LR + (LR - MIN_LR) * 0.5 * (1 + math.cos(math.pi * progress)), rel=1e-9)
 
 
 def test_raw_and_clipped_gradient_norms_are_logged(reference: Path) -> None:
@@ -91,7 +94,7 @@ def test_allowed_change_of_lr_applies_from_the_resume_step(tmp_path: Path, capsy
     got = {r["step"]: r["lr"] for r in _records(resumed, "train") if r["step"] > 6}
     assert got == pytest.approx(want, rel=1e-12) and len(got) == 6
     out = capsys.readouterr().out
-    assert "optim.lr 0.003 -> 0.001" in out and "epochs 1 -> 2" in out  # says what applies
+    assert f"optim.lr {LR} -> 0.001" in out and "epochs 1 -> 2" in out  # says what applies
     assert "lr: 0.001" in (resumed / "config.yaml").read_text()
 
 
@@ -114,8 +117,8 @@ def test_mid_epoch_resume_refuses_a_changed_batch_size(reference: Path, tmp_path
     """Batches already consumed are counted in global batches: another batch size mid-epoch is refused."""
     run = tmp_path / "run"
     _kill_at(run, 3, "--set", "checkpoint.every_steps=2")
-    code = main(["train", "--resume", "auto", *ARGS, "--set", "checkpoint.every_steps=2", "--batch-size", "64",
+    code = main(["train", "--resume", "auto", *ARGS, "--set", "checkpoint.every_steps=2", "--batch-size", str(BATCH // 2),
                  "--allow-change", "data.batch_size", "--out", str(run)])
     assert code == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "data.batch_size x processes 128 -> 64" in err and "mid-epoch" in err
+    assert err.count("\n") == 0 and f"data.batch_size x processes {BATCH} -> {BATCH // 2}" in err and "mid-epoch" in err
