@@ -20,6 +20,7 @@ from torch import nn
 
 from vitlab.errors import ConfigError
 from vitlab.layers.recorder import record_attention
+from vitlab.models.detr.postprocess import class_probs
 
 
 @dataclass
@@ -46,9 +47,7 @@ class DetrAttention:
 
     def class_probs(self) -> torch.Tensor:
         """(B, Q, C) probability of each object class per query, read the way the class head was trained."""
-        if self.class_head == "sigmoid":
-            return self.pred_logits.float().sigmoid()
-        return self.pred_logits.float().softmax(-1)[..., :-1]  # "no object" dropped
+        return class_probs(self.pred_logits, self.class_head)
 
     def scores(self) -> torch.Tensor:
         """(B, Q) probability of each query's most likely object class ("no object" excluded)."""

@@ -8,6 +8,14 @@ from vitlab.models.detr.box_ops import box_cxcywh_to_xyxy, sanitize_boxes
 
 
 @torch.no_grad()
+def class_probs(logits: torch.Tensor, class_head: str = "softmax") -> torch.Tensor:
+    """(..., C + 1) softmax-head or (..., C) sigmoid-head logits -> (..., C) object-class probabilities,
+    read the way the head was trained ("no object" dropped for the softmax head)."""
+    if class_head == "sigmoid":
+        return logits.float().sigmoid()
+    return logits.float().softmax(-1)[..., :-1]
+
+
 def postprocess(outputs: dict, target_sizes: torch.Tensor, threshold: float = 0.0) -> list[dict[str, torch.Tensor]]:
     """Per image: ``scores`` (K,), ``labels`` (K,) int64 and ``boxes`` (K, 4) xyxy pixels.
 
@@ -24,13 +32,12 @@ def postprocess(outputs: dict, target_sizes: torch.Tensor, threshold: float = 0.
     does, and the best min(100, Q * C) are kept (COCO's maxDets). Non-finite boxes are replaced (see ``sanitize_boxes``) and counted in
     ``bad_boxes`` (a 0-d tensor per image).
     """
+    prob = class_probs(outputs["pred_logits"], outputs.get("class_head", "softmax"))  # (B, Q, C)
     if outputs.get("class_head") == "sigmoid":
-        prob = outputs["pred_logits"].float().sigmoid()  # (B, Q, C)
         C = prob.shape[-1]
         scores, flat = prob.flatten(1).topk(min(100, prob.shape[1] * C), dim=1)
         labels, slots = flat % C, flat // C
     else:
-        prob = outputs["pred_logits"].float().softmax(-1)[..., :-1]
         scores, labels = prob.max(-1)
         slots = torch.arange(prob.shape[1], device=prob.device).expand(prob.shape[0], -1)
     results = []
