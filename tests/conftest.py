@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,9 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 # The suite runs as two pytest-xdist workers on two cores and its models are tiny: one intra-op
 # thread per worker avoids oversubscription, which made small backward passes ~20x slower.
 torch.set_num_threads(1)
+# Measured choices (--precision auto, --runtime auto, MAC counts) are cached in $VITLAB_CACHE: the suite
+# keeps its own, so it neither reads a developer's verdicts nor leaves its tiny models' behind.
+os.environ.setdefault("VITLAB_CACHE", tempfile.mkdtemp(prefix="vitlab-test-cache-"))
 
 
 def _write_digits(root: Path, per_class: int, classes: list[int], offset: int) -> None:

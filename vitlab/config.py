@@ -368,6 +368,19 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def saved_precision(path: str | Path) -> str:
+    """The precision a run recorded in its ``config.yaml`` (what its ``auto`` resolved to), else ``auto``.
+
+    A resumed ``auto`` run continues in its own precision rather than timing again: a new timing
+    (another machine, a cleared cache) could choose differently and break exact resume.
+    """
+    try:
+        value = read_yaml(path).get("precision", "auto")
+    except ConfigError:  # no config yet: the run directory check reports it
+        return "auto"
+    return value if value in ("fp32", "bf16", "fp16") else "auto"
+
+
 def resolve_layered(cls: type[T], file: str | Path | None, overrides: list[dict[str, Any]] | None, smoke: bool,
                     smoke_default: dict[str, Any]) -> T:
     """Any run config: ``cls()`` defaults, then ``file``, then each override in order, then (with

@@ -16,7 +16,8 @@ from typing import Callable
 import torch
 from torch.utils.data import Dataset
 
-from vitlab.config import RESUME_SAFE, DataSettings, OptimSettings, TrainConfig, check_resume_config, resolve_auto_augment, save_config
+from vitlab.config import (RESUME_SAFE, DataSettings, OptimSettings, TrainConfig, check_resume_config, resolve_auto_augment,
+                           save_config, saved_precision)
 from vitlab.data import AugmentConfig, ImageFolderDataset, Preprocess, build_eval_transform, build_train_transform, open_source
 from vitlab.data.bad_samples import ImagePolicy
 from vitlab.data.cache import cache_folder
@@ -34,7 +35,7 @@ from vitlab.engine.settings import settings_from_config
 from vitlab.errors import ConfigError, DataError
 from vitlab.api import create_model
 from vitlab.tasks.classification import ClassificationTask
-from vitlab.utils.device import resolve_device, resolve_precision
+from vitlab.utils.device import resolve_device, resolve_precision, resolve_train_precision
 
 TrainResult = FitResult  # the name callers have used since the first release
 
@@ -139,7 +140,7 @@ def _open_data(cfg: TrainConfig, pre: Preprocess, echo: Callable[[str], None]) -
 def _prepare(cfg: TrainConfig, echo: Callable[[str], None] = print) -> _Prepared:
     """Build the model and open the data; raise on any bad input before anything is written."""
     device = resolve_device(cfg.device)
-    precision = resolve_precision(cfg.precision, device)
+    resolve_precision(cfg.precision, device)  # a bad value fails here, before any data is opened
     seed_everything(cfg.seed)  # the model's initial weights are a function of the seed
     probe = create_model(cfg.model, **cfg.model_args)  # validates the name and options early
     pre = Preprocess.from_config(probe.config)
@@ -166,6 +167,9 @@ def _prepare(cfg: TrainConfig, echo: Callable[[str], None] = print) -> _Prepared
                           resample=cfg.init.resample, numerics=numerics)
     aug = AugmentConfig(**dataclasses.asdict(cfg.data.augment))
     train_ds = SeededTransform(train_raw, build_train_transform(pre, aug), cfg.seed)
+    # timed on a copy inside fork_rng: the weights and random streams stay as seeded above
+    precision = resolve_train_precision(cfg.precision, device, probe, (pre.in_chans, *pre.img_size),
+                                        cfg.data.batch_size, distributed.from_environment().world_size > 1, echo)
     return _Prepared(probe, train_ds, val_ds, test_ds, classes, device, precision)
 
 
@@ -204,8 +208,11 @@ def train(
     cfg, note = resolve_auto_augment(cfg, photo_source(source), _augment_kind(source))  # config.yaml states the choice
     if note:
         say(note)
-    prep = _prepare(cfg, say)
     run = RunDir(out)
+    if resume and cfg.precision == "auto":
+        cfg = dataclasses.replace(cfg, precision=saved_precision(run.config))  # the run's own choice, not a new timing
+    prep = _prepare(cfg, say)
+    cfg = dataclasses.replace(cfg, precision=prep.precision)  # config.yaml records what auto chose
     if info.is_main:
         if resume:
             check_resume_config(run.config, cfg, TrainConfig, RESUME_SAFE, allow_changes, say)

@@ -9,12 +9,13 @@ validation AP (``checkpoint.best_metric``). Inputs are validated before the run 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from vitlab.config import check_resume_config
+from vitlab.config import check_resume_config, saved_precision
 from vitlab.data.bad_samples import ImagePolicy
 from vitlab.data.seeded import SeededSamples
 from vitlab.detection.base import DetectionDataset
@@ -31,7 +32,7 @@ from vitlab.errors import ConfigError, DataError
 from vitlab.models.detr import PRESETS, DetrConfig, HungarianMatcher, SetCriterion, create_detr
 from vitlab.models.detr.backbone import ViTBackbone
 from vitlab.tasks.detection import DetectionTask
-from vitlab.utils.device import resolve_device, resolve_precision
+from vitlab.utils.device import resolve_device, resolve_precision, resolve_train_precision
 
 DetectResult = FitResult
 
@@ -89,10 +90,11 @@ def build_schedule(optimizer: torch.optim.Optimizer, cfg: DetectConfig, steps_pe
     return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
 
 
-def _prepare(cfg: DetectConfig, info: distributed.DistInfo) -> tuple[torch.nn.Module, DetectionTask, torch.device, str]:
+def _prepare(cfg: DetectConfig, info: distributed.DistInfo,
+             say: Callable[[str], None]) -> tuple[torch.nn.Module, DetectionTask, torch.device, str]:
     """Model, task, device and precision; raises on bad input before anything is written."""
     device = resolve_device(cfg.device)
-    precision = resolve_precision(cfg.precision, device)
+    resolve_precision(cfg.precision, device)  # a bad value fails here, before any data is opened
     mcfg = model_config(cfg)
     train_ds, val_ds = open_datasets(cfg, mcfg)
     seed_everything(cfg.seed)  # the initial weights are a function of the seed
@@ -106,6 +108,9 @@ def _prepare(cfg: DetectConfig, info: distributed.DistInfo) -> tuple[torch.nn.Mo
     task = DetectionTask(SeededSamples(SubstitutingSamples(train_ds, policy), cfg.seed), val_ds, train_ds.classes, criterion,
                          cfg.data.eval_batch_size, cfg.data.workers, info, cfg.data.val_split)
     task.drop_last = cfg.data.drop_last
+    # timed on a copy inside fork_rng (the weights stay as seeded), at the largest input a batch can have
+    precision = resolve_train_precision(cfg.precision, device, model, (3, max_size, max_size), cfg.data.batch_size,
+                                        info.world_size > 1, say)
     return model, task, device, precision
 
 
@@ -113,9 +118,12 @@ def train(cfg: DetectConfig, out: str | Path, resume: bool = False, overwrite: b
           echo: Callable[[str], None] = print, allow_changes: tuple[str, ...] = ()) -> DetectResult:
     """Run (or continue) a DETR training as configured."""
     info = distributed.from_environment()
-    model, task, device, precision = _prepare(cfg, info)
     say = echo if info.is_main else (lambda s: None)
     run = RunDir(out)
+    if resume and cfg.precision == "auto":
+        cfg = dataclasses.replace(cfg, precision=saved_precision(run.config))  # the run's own choice, not a new timing
+    model, task, device, precision = _prepare(cfg, info, say)
+    cfg = dataclasses.replace(cfg, precision=precision)  # config.yaml records what auto chose
     if info.is_main:
         if resume:
             check_resume_config(run.config, cfg, DetectConfig, DETECT_RESUME_SAFE, allow_changes, say)

@@ -39,9 +39,9 @@ def resolve_precision(precision: Precision, device: torch.device, purpose: Purpo
     ``auto`` for ``purpose="infer"`` is measured (:func:`vitlab.utils.precision.choose_precision`:
     bf16 where a bf16 matmul at the model's ``width`` runs at least 1.15x fp32 here, cached per
     machine) and ``say`` gets the one line that states the choice and why (default: stderr).
-    ``auto`` for training keeps the rule the recipes were tuned under (bf16 on CUDA with bf16
-    support, fp32 on CPUs): bf16 training has not yet been shown to reach fp32's accuracy on the
-    CPU recipes, so it is used there only when asked for (``--precision bf16``).
+    ``auto`` for training without a model to time (``purpose="train"`` here) is the rule: bf16
+    on CUDA with bf16 support, fp32 elsewhere; the trainers call :func:`resolve_train_precision`,
+    which measures the model's own training step instead.
     """
     if precision == "auto":
         if purpose == "infer":
@@ -58,6 +58,31 @@ def resolve_precision(precision: Precision, device: torch.device, purpose: Purpo
     if precision not in ("fp32", "bf16", "fp16"):
         raise ConfigError(f"--precision: unknown value {precision!r} (auto, fp32, bf16, fp16)")
     return precision
+
+
+def resolve_train_precision(precision: Precision, device: torch.device, model: torch.nn.Module,
+                            sample_shape: tuple[int, ...], batch: int, distributed: bool = False,
+                            say: Callable[[str], None] | None = None) -> str:
+    """The training precision: ``precision`` checked, or ``auto`` measured on ``model``'s own step.
+
+    ``auto`` times forward + backward of a copy of ``model`` on a (``batch``, *``sample_shape``)
+    random batch in fp32 and under bf16 autocast (:func:`vitlab.utils.train_precision.choose_train_precision`,
+    cached per machine and model) and ``say`` gets the line with the choice and why. Under
+    ``distributed`` (torchrun) every rank must train in the same precision and a timing per rank
+    could disagree, so the rule of :func:`resolve_precision` applies there, and the line says so.
+    """
+    if precision != "auto":
+        return resolve_precision(precision, device)
+    if distributed:
+        chosen = resolve_precision("auto", device)
+        (say or _stderr)(f"precision auto -> {chosen}: not measured under torchrun (every rank must agree); "
+                         "bf16 on CUDA with bf16 support, else fp32; --precision sets it")
+        return chosen
+    from vitlab.utils.train_precision import choose_train_precision  # torch timing: only when auto is asked for
+
+    choice = choose_train_precision(model, sample_shape, batch, device)
+    (say or _stderr)(choice.reason)
+    return choice.precision
 
 
 def _stderr(line: str) -> None:

@@ -127,12 +127,12 @@ def choose_precision(device: torch.device, width: int = 768, timer: Timer | None
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         return PrecisionChoice("fp32", 1.0, False, "precision auto -> fp32: this GPU has no bf16 support")
     key, path = machine_key(device, width), cache_file()
-    table = _read_cache(path)
+    table = read_cache(path)
     cached = key in table
     speedup = float(table[key]) if cached else (timer or measure_bf16_speedup)(device, width)[0]
     if not cached:
         table[key] = speedup
-        _write_cache(path, table)
+        write_cache(path, table)
     where = "this GPU" if device.type == "cuda" else "this CPU"
     how = f"measured, cached in {path}" if not cached else f"cached measurement from {path}"
     if speedup >= MIN_SPEEDUP:
@@ -143,7 +143,7 @@ def choose_precision(device: torch.device, width: int = 768, timer: Timer | None
     return PrecisionChoice("fp32", speedup, cached, reason)
 
 
-def _read_cache(path: Path) -> dict[str, float]:
+def read_cache(path: Path) -> dict[str, float]:
     # A missing or damaged cache is measured again, never an error: it only saves 0.3 s.
     try:
         data = json.loads(path.read_text())
@@ -154,7 +154,7 @@ def _read_cache(path: Path) -> dict[str, float]:
     return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, (int, float))}
 
 
-def _write_cache(path: Path, table: dict[str, float]) -> None:
+def write_cache(path: Path, table: dict[str, float]) -> None:
     try:
         atomic_write(path, lambda f: f.write(json.dumps(table, indent=1, sort_keys=True).encode()))
     except (OSError, VitlabError):  # a read-only or full home: the choice stands, measured again next time

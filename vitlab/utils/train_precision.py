@@ -1,0 +1,116 @@
+"""``--precision auto`` for training, by measurement: a few training steps of the model itself.
+
+Inference's ``auto`` times one matrix multiply at the model's width
+(:mod:`vitlab.utils.precision`). Training needs the whole step: for small models the casts of
+many small tensors under autocast cost more than bf16 matmuls save (the CIFAR recipe's ViT,
+width 96, trains at ~0.65-0.85x fp32 under bf16 on an AMX CPU), while ViT-S/16 at 224 gains.
+So the check runs forward + backward of a copy of the model on a random batch, fp32 and bf16
+autocast interleaved, and takes the median of the per-round speed ratios. It runs on a copy and
+inside :func:`torch.random.fork_rng`, so the run's weights, BatchNorm statistics and random
+streams are exactly what they would have been without it.
+
+The verdict is cached next to inference's (``$VITLAB_CACHE/precision.json``), keyed by the
+machine (:func:`vitlab.utils.precision.machine_key`) and the model's signature (class, parameter
+count, input shape, batch), so each recipe pays the ~1-5 s once per machine.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from vitlab.utils.precision import MIN_SPEEDUP, PrecisionChoice, read_cache, write_cache, cache_file, machine_key
+
+# A probe step longer than this shrinks the timed batch (a ViT-L step on a CPU takes tens of
+# seconds); the ratio barely depends on the batch once a step is this long.
+_STEP_BUDGET_S = 0.5
+TrainTimer = Callable[[nn.Module, tuple[int, ...], int, torch.device], float]
+
+
+def measure_train_speedup(model: nn.Module, sample_shape: tuple[int, ...], batch: int, device: torch.device,
+                          rounds: int = 3) -> float:
+    """bf16-autocast speed / fp32 speed of forward + backward on a copy of ``model``.
+
+    Args:
+        model: the model to be trained (not modified: a deep copy is timed).
+        sample_shape: one input's shape, e.g. (3, 224, 224).
+        batch: the training batch; lowered until one fp32 step takes about
+            :data:`_STEP_BUDGET_S`.
+        device: where training will run.
+        rounds: timed rounds (each one fp32 and one bf16 step) after the warm-up.
+    """
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(0)
+        probe = copy.deepcopy(model).to(device).train()
+        x = torch.randn(batch, *sample_shape, device=device)
+        took = _step(probe, x, device, False)
+        if took > _STEP_BUDGET_S and batch > 1:
+            x = x[:max(1, int(batch * _STEP_BUDGET_S / took))]
+        _step(probe, x, device, False), _step(probe, x, device, True)  # kernel selection, packing caches
+        ratios = [_step(probe, x, device, False) / _step(probe, x, device, True) for _ in range(rounds)]
+    return statistics.median(ratios)
+
+
+def _step(model: nn.Module, x: torch.Tensor, device: torch.device, bf16: bool) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t = time.perf_counter()
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+        out = model(x)
+    _scalar(out).backward()
+    model.zero_grad(set_to_none=True)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t
+
+
+def _scalar(out: object) -> torch.Tensor:
+    """A scalar that depends on every floating tensor in ``out`` (a tensor, or a dict / list of them: DETR)."""
+    if isinstance(out, torch.Tensor):
+        return out.float().mean()
+    parts = out.values() if isinstance(out, dict) else out if isinstance(out, (list, tuple)) else ()
+    found = [_scalar(p) for p in parts if isinstance(p, (torch.Tensor, dict, list, tuple))]
+    found = [f for f in found if f.requires_grad]
+    if not found:
+        raise TypeError(f"cannot time a training step: the model returned {type(out).__name__} with no tensor")
+    return torch.stack(found).sum()
+
+
+def choose_train_precision(model: nn.Module, sample_shape: tuple[int, ...], batch: int, device: torch.device,
+                           timer: TrainTimer | None = None) -> PrecisionChoice:
+    """bf16 where a training step of ``model`` measures at least :data:`MIN_SPEEDUP` times fp32's speed.
+
+    Args:
+        model: the model about to be trained.
+        sample_shape: one input's shape (C, H, W).
+        batch: the training batch size.
+        device: where it trains (cpu or cuda; other types and GPUs without bf16 get fp32).
+        timer: ``(model, sample_shape, batch, device) -> speedup``; the tests pass a fake one.
+    """
+    if device.type not in ("cpu", "cuda"):
+        return PrecisionChoice("fp32", 1.0, False, f"precision auto -> fp32: bf16 speed is not measured on {device.type}")
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return PrecisionChoice("fp32", 1.0, False, "precision auto -> fp32: this GPU has no bf16 support")
+    n_params = sum(p.numel() for p in model.parameters())
+    shape = "x".join(str(s) for s in sample_shape)
+    key = f"train|{machine_key(device, 0)}|{type(model).__name__}|params={n_params}|input={shape}|batch={batch}"
+    path = cache_file()
+    table = read_cache(path)
+    cached = key in table
+    speedup = float(table[key]) if cached else (timer or measure_train_speedup)(model, sample_shape, batch, device)
+    if not cached:
+        table[key] = speedup
+        write_cache(path, table)
+    where = "this GPU" if device.type == "cuda" else "this CPU"
+    how = f"cached measurement from {path}" if cached else f"measured, cached in {path}"
+    if speedup >= MIN_SPEEDUP:
+        return PrecisionChoice("bf16", speedup, cached, f"precision auto -> bf16: a bf16 training step of this model "
+                                                        f"ran {speedup:.2f}x fp32 on {where} ({how})")
+    return PrecisionChoice("fp32", speedup, cached, f"precision auto -> fp32: a bf16 training step of this model ran "
+                                                    f"{speedup:.2f}x fp32 on {where}, below the {MIN_SPEEDUP}x needed "
+                                                    f"to switch ({how})")
