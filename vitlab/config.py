@@ -43,6 +43,8 @@ class AugmentSettings:
     affine_degrees: float = 0.0
     affine_translate: float = 0.0
     affine_scale: tuple[float, float] = (1.0, 1.0)
+    elastic_alpha: float = 0.0  # elastic distortion (Simard et al. 2003; torchvision's alpha / sigma convention)
+    elastic_sigma: float = 4.0
     randaugment: bool = False
     ra_num_ops: int = 2
     ra_magnitude: float = 9

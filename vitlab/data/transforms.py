@@ -12,6 +12,7 @@ from typing import Any, Callable, Literal
 import torch
 from torchvision.transforms import v2
 
+from vitlab.data.elastic import RandomElastic
 from vitlab.data.image_ops import RandomAffine, RandomCropPad, RandomHFlip, ResizeCenterCrop, ToChannels, ToFloatNormalize
 from vitlab.data.randaugment import ScaledRandAugment
 from vitlab.errors import ConfigError
@@ -74,6 +75,8 @@ class AugmentConfig:
     affine_degrees: float = 0.0
     affine_translate: float = 0.0  # max shift as a fraction of width / height
     affine_scale: tuple[float, float] = (1.0, 1.0)
+    elastic_alpha: float = 0.0  # elastic distortion (vitlab.data.elastic; torchvision's alpha): 0 = off
+    elastic_sigma: float = 4.0  # its smoothness, in pixels
     randaugment: bool = False  # RandAugment (vitlab.data.randaugment): ra_num_ops ops at ra_magnitude / ra_levels
     ra_num_ops: int = 2
     ra_magnitude: float = 9  # out of ra_levels: torchvision's scale is 30, timm's (--aa rand-m9) 10
@@ -96,6 +99,9 @@ class AugmentConfig:
             raise ConfigError(f"augment affine_scale must satisfy 0 < min <= max, got {self.affine_scale}")
         if self.affine_degrees < 0 or not 0.0 <= self.affine_translate <= 1.0 or self.color_jitter < 0:
             raise ConfigError("augment affine_degrees and color_jitter must be >= 0, affine_translate in [0, 1]")
+        if self.elastic_alpha < 0 or self.elastic_sigma <= 0:
+            raise ConfigError(f"augment elastic_alpha must be >= 0 and elastic_sigma > 0, got {self.elastic_alpha} / "
+                              f"{self.elastic_sigma}")
         if self.crop_padding < 0 or self.crop_padding_mode not in ("constant", "reflect"):
             raise ConfigError(f"augment crop_padding must be >= 0 and crop_padding_mode 'constant' or 'reflect', "
                               f"got {self.crop_padding} / {self.crop_padding_mode!r}")
@@ -133,6 +139,8 @@ def build_train_transform(pre: Preprocess, aug: AugmentConfig) -> Transform:
         steps.append(RandomCropPad(aug.crop_padding, aug.crop_padding_mode))
     if aug.affine:
         steps.append(RandomAffine(aug.affine_degrees, aug.affine_translate, aug.affine_scale))
+    if aug.elastic_alpha > 0:
+        steps.append(RandomElastic(aug.elastic_alpha, aug.elastic_sigma))
     if aug.hflip > 0:
         steps.append(RandomHFlip(aug.hflip))
     if aug.color_jitter > 0:
