@@ -111,6 +111,9 @@ def offline_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     cache.mkdir()
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    # `vitlab pretrained --cache` reads $VITLAB_CACHE, and a given cache holds hub files too: unset
+    # (the suite sets its own for measured choices), hub files go to the patched hub cache above
+    monkeypatch.delenv("VITLAB_CACHE", raising=False)
     return cache
 
 

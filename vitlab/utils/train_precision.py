@@ -11,7 +11,8 @@ streams are exactly what they would have been without it.
 
 The verdict is cached next to inference's (``$VITLAB_CACHE/precision.json``), keyed by the
 machine (:func:`vitlab.utils.precision.machine_key`) and the model's signature (class, parameter
-count, input shape, batch), so each recipe pays the ~1-5 s once per machine.
+count, input shape, batch), so each recipe pays the check once per machine (~2 s for the MNIST and CIFAR recipes'
+models, ~10 s for ViT-S/16 at 224 on 2 CPU cores).
 """
 
 from __future__ import annotations
@@ -26,9 +27,12 @@ from torch import nn
 
 from vitlab.utils.precision import MIN_SPEEDUP, PrecisionChoice, read_cache, write_cache, cache_file, machine_key
 
-# A probe step longer than this shrinks the timed batch (a ViT-L step on a CPU takes tens of
-# seconds); the ratio barely depends on the batch once a step is this long.
-_STEP_BUDGET_S = 0.5
+# The timed batch is the run's, or smaller so that one fp32 step takes about this long (a ViT-L
+# step at batch 32 takes a minute on a CPU). Measured for ViT-S/16 at 224 on 2 cores: 0.5 s
+# (batch ~2) gave bf16 1.14-1.37x, right on the threshold; 1.5 s (batch ~7) 1.39-1.45x and 3 s
+# 1.47-1.53x: small batches understate bf16, and 1.5 s is where the verdict stops flipping.
+_STEP_BUDGET_S = 1.5
+_PROBE_BATCH = 2  # the first, untimed step, which sizes the batch
 TrainTimer = Callable[[nn.Module, tuple[int, ...], int, torch.device], float]
 
 
@@ -39,8 +43,8 @@ def measure_train_speedup(model: nn.Module, sample_shape: tuple[int, ...], batch
     Args:
         model: the model to be trained (not modified: a deep copy is timed).
         sample_shape: one input's shape, e.g. (3, 224, 224).
-        batch: the training batch; lowered until one fp32 step takes about
-            :data:`_STEP_BUDGET_S`.
+        batch: the training batch; lowered (sized by a first step at batch 2) so that one fp32
+            step takes about :data:`_STEP_BUDGET_S`.
         device: where training will run.
         rounds: timed rounds (each one fp32 and one bf16 step) after the warm-up.
     """
@@ -48,9 +52,9 @@ def measure_train_speedup(model: nn.Module, sample_shape: tuple[int, ...], batch
         torch.manual_seed(0)
         probe = copy.deepcopy(model).to(device).train()
         x = torch.randn(batch, *sample_shape, device=device)
-        took = _step(probe, x, device, False)
-        if took > _STEP_BUDGET_S and batch > 1:
-            x = x[:max(1, int(batch * _STEP_BUDGET_S / took))]
+        small = min(batch, _PROBE_BATCH)
+        per_image = _step(probe, x[:small], device, False) / small  # an over-estimate: it includes warm-up
+        x = x[:max(1, min(batch, int(_STEP_BUDGET_S / per_image)))]
         _step(probe, x, device, False), _step(probe, x, device, True)  # kernel selection, packing caches
         ratios = [_step(probe, x, device, False) / _step(probe, x, device, True) for _ in range(rounds)]
     return statistics.median(ratios)
