@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import types
 from pathlib import Path
 
 import pytest
@@ -110,3 +111,32 @@ def test_train_records_the_choice_and_resume_keeps_it(tmp_path, monkeypatch, dig
     train(cfg, out, resume=True, progress=False, echo=said.append)
     assert calls == [16] and not any(s.startswith("precision auto") for s in said)
     assert yaml.safe_load((out / "config.yaml").read_text())["precision"] == "bf16"
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(run / "checkpoints" / "last.safetensors")
+
+
+def _smoke(digit_folder: Path, out: Path, precision: str) -> dict[str, torch.Tensor]:
+    # the mnist recipe has drop-path (the global RNG during training) and BatchNorm in its stem
+    cfg = resolve_config(RECIPE, [{"precision": precision, "epochs": 1, "max_steps_per_epoch": 3, "max_eval_images": 16,
+                                   "tensorboard": False, "data": {"train": str(digit_folder), "test": None,
+                                                                  "batch_size": 8}}])
+    train(cfg, out, progress=False, echo=lambda s: None)
+    return _weights(out)
+
+
+def test_a_real_check_leaves_the_run_bit_identical(tmp_path, monkeypatch, digit_folder):
+    monkeypatch.setattr(tp, "MIN_SPEEDUP", float("inf"))  # the real timing runs; fp32 is chosen whatever it says
+    fp32 = _smoke(digit_folder, tmp_path / "fp32", "fp32")
+    auto = _smoke(digit_folder, tmp_path / "auto", "auto")
+    assert yaml.safe_load((tmp_path / "auto" / "config.yaml").read_text())["precision"] == "fp32"
+    assert all(torch.equal(fp32[k], auto[k]) for k in fp32)
+    # negative control: the same check on the model itself instead of a copy moves its BatchNorm
+    # statistics (the RNG alone would not show: the engine reseeds every epoch)
+    monkeypatch.setattr(tp, "copy", types.SimpleNamespace(deepcopy=lambda m: m))
+    (tmp_path / "cache" / "precision.json").unlink()
+    unforked = _smoke(digit_folder, tmp_path / "unforked", "auto")
+    assert not all(torch.equal(fp32[k], unforked[k]) for k in fp32)
