@@ -123,3 +123,15 @@ def test_parity_with_transformers(use_timm: bool) -> None:
     ours.load_state_dict(state)
     with torch.no_grad():
         assert (ours(x, mask)["pred_logits"] - want.logits).abs().max() > 1e-2
+
+
+def test_the_authors_layout_refuses_what_it_cannot_hold() -> None:
+    """The DETR remedies (anchor queries, a sigmoid head) would load into the original DETR as wrong models."""
+    with torch.device("meta"):
+        anchors = create_detr("detr_resnet50", anchor_queries=True).state_dict()
+        plain = create_detr("detr_resnet50").state_dict()
+    with pytest.raises(CheckpointError, match="anchor-query DETR"):
+        vitlab_to_authors(anchors)
+    with pytest.raises(CheckpointError, match="'sigmoid' class head"):
+        vitlab_to_authors(plain, class_head="sigmoid")
+    assert "query_embed.weight" in vitlab_to_authors(plain)  # the original architecture still converts

@@ -38,8 +38,19 @@ def authors_to_vitlab(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tens
     return out
 
 
-def vitlab_to_authors(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Inverse of :func:`authors_to_vitlab` (ResNet backbones only)."""
+def vitlab_to_authors(state: Mapping[str, torch.Tensor], class_head: str = "softmax") -> dict[str, torch.Tensor]:
+    """Inverse of :func:`authors_to_vitlab` (ResNet backbones only): the original DETR's layout.
+
+    The original DETR has neither anchor queries (``anchor_queries``: ``refpoint_embed``) nor a
+    sigmoid class head (``class_head``, which the state alone cannot show: its ``class_embed`` has
+    no "no object" row, and the authors' code would read its last class as one); both are refused.
+    """
+    if "refpoint_embed.weight" in state:
+        raise CheckpointError("an anchor-query DETR (anchor_queries: refpoint_embed) has no counterpart in the "
+                              "original DETR's layout")
+    if class_head != "softmax":
+        raise CheckpointError(f"a {class_head!r} class head has no counterpart in the original DETR's layout "
+                              "(softmax with a 'no object' class)")
     return {(_AUTHORS_BACKBONE + k[len(_VITLAB_BACKBONE):] if k.startswith(_VITLAB_BACKBONE) else k): v
             for k, v in state.items()}
 
