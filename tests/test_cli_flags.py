@@ -252,3 +252,14 @@ def test_timm_randaugment_stays_seeded_per_sample() -> None:
     assert all(torch.equal(a, b) for a, b in zip(forward, backward))
     ds.set_epoch(1)
     assert not all(torch.equal(a, ds[i][0]) for i, a in enumerate(forward))  # another epoch, other draws
+
+
+def test_a_recipes_stem_args_on_another_stem_name_the_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """mnist's conv-stem arguments under --model with a patch stem: one line naming model_args.stem_args and the fix."""
+    argv = ["train", "--config", "mnist", "--smoke", "--model", "vit_pico_patch4_28", "--out", str(tmp_path / "r"),
+            "--no-progress", "--device", "cpu", "--test", "none", "--set", "tensorboard=false"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown argument(s) channels, extra in model_args.stem_args" in err[0]
+    assert "--set model_args.stem_args={...}, or {} for none" in err[0]
+    assert main([*argv, "--set", "model_args.stem_args={}"]) == 0  # the fix the line names works

@@ -60,8 +60,11 @@ class LayerTable(Generic[A]):
         valid = self.arg_names(name)
         unknown = sorted(set(args) - set(valid))
         if unknown:
-            raise ConfigError(f"{self.kind} {name!r}: unknown argument(s) {', '.join(unknown)}; "
-                              f"valid: {', '.join(valid) or '(none)'}")
+            # A recipe's stem_args meant for another stem (mnist's conv stem under --model with a
+            # patch stem) lands here: the message names the field and how to clear or replace it.
+            raise ConfigError(f"{self.kind} {name!r}: unknown argument(s) {', '.join(unknown)} in "
+                              f"model_args.{self.kind}_args; valid: {', '.join(valid) or '(none)'} (replace them with "
+                              f"--set model_args.{self.kind}_args={{...}}, or {{}} for none)")
         hints = typing.get_type_hints(cls)
         fixed = {k: coerce(v, hints[k], f"{self.kind}_args.{k}") for k, v in args.items()}
         return cls(**fixed)
