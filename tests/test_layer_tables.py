@@ -109,9 +109,9 @@ def test_unknown_names_and_args_list_the_valid_ones() -> None:
         ViTConfig(stem="vgg")
     with pytest.raises(ConfigError, match="attn must be one of 'mhsa', 'reattention'"):
         ViTConfig().replace(attn="linear")
-    with pytest.raises(ConfigError, match="unknown argument.*depth; valid: layers, width"):
+    with pytest.raises(ConfigError, match="unknown argument.*depth in model_args.stem_args; valid: layers, width"):
         ViTConfig(stem="resnetv2", stem_args={"depth": 3})
-    with pytest.raises(ConfigError, match="attn 'mhsa': unknown argument.*blocks; valid: \\(none\\)"):
+    with pytest.raises(ConfigError, match="attn 'mhsa': unknown argument.*blocks in model_args.attn_args; valid: \\(none\\)"):
         ViTConfig(attn_args={"blocks": 2})
     with pytest.raises(ConfigError, match="attn_args.mode must be one of 'official', 'vit-pytorch', got 'conv'"):
         ViTConfig(attn="reattention", attn_args={"mode": "conv"})
