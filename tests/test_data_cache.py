@@ -136,3 +136,38 @@ def test_random_hflip_draws_like_v2() -> None:
             ours = RandomHFlip(p)(image)
             torch.manual_seed(seed)
             assert torch.equal(ours, v2.RandomHorizontalFlip(p)(image))
+
+
+def test_a_carved_val_shares_the_training_folders_decode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flat folder, val carved from it, data.cache: every file is decoded once (it was twice), and
+    both views hold the pixels an uncached run reads from the files."""
+    import vitlab.data.cache as cache_mod
+    from vitlab.config import resolve_config
+    from torchvision.transforms.v2.functional import pil_to_tensor
+
+    from vitlab.trainer import _prepare
+
+    root = tmp_path / "flat"
+    for c in ("a", "b"):
+        _colour_folder(tmp_path / "src" / c, size=(28, 28))
+    for c in ("a", "b"):  # ROOT/<class>/<img>: 6 images a class
+        (root / c).mkdir(parents=True)
+        for i, f in enumerate(sorted((tmp_path / "src" / c).rglob("*.jpg"))):
+            f.rename(root / c / f"{i}.jpg")
+    calls: list[Path] = []
+    real = cache_mod._decode
+    monkeypatch.setattr(cache_mod, "_decode", lambda path, limit: calls.append(path) or real(path, limit))
+    views = {}
+    for cache in (True, False):
+        cfg = resolve_config(None, [{"model": "vit_pico_patch7_28", "precision": "fp32", "data": {
+            "train": str(root), "test": None, "cache": cache, "batch_size": 2, "val_fraction": 0.5,
+            "augment": {"hflip": 0.0, "random_resized_crop": False}}}])
+        prep = _prepare(cfg, echo=lambda line: None)
+        views[cache] = (prep.train_ds.dataset, prep.val_ds)
+    assert len(calls) == 12 and len(set(calls)) == 12  # the cached run's decodes; the uncached one reads files
+    for cached, files in zip(views[True], views[False]):
+        assert len(cached) == len(files) == 6
+        for i in range(len(files)):
+            (a, label_a), (b, label_b) = cached[i], files[i]
+            b = b if isinstance(b, torch.Tensor) else pil_to_tensor(b)  # the raw training view: PIL from files
+            assert label_a == label_b and torch.equal(a, b)

@@ -20,7 +20,7 @@ from vitlab.config import (RESUME_SAFE, DataSettings, OptimSettings, TrainConfig
                            save_config, saved_precision)
 from vitlab.data import AugmentConfig, ImageFolderDataset, Preprocess, build_eval_transform, build_train_transform, open_source
 from vitlab.data.bad_samples import ImagePolicy
-from vitlab.data.cache import cache_folder
+from vitlab.data.cache import FolderCache
 from vitlab.data.mixup import MixupCutmix
 from vitlab.data.seeded import SeededTransform
 from vitlab.data import hf_source, wds_source
@@ -90,7 +90,8 @@ def class_names(d: DataSettings) -> list[str] | None:
     return names
 
 
-def _open_split(source: str, split: str, transform: Callable | None, cfg: TrainConfig, carve_val: bool) -> Dataset:
+def _open_split(source: str, split: str, transform: Callable | None, cfg: TrainConfig, carve_val: bool,
+                cache: FolderCache) -> Dataset:
     d = cfg.data
     kwargs = dict(root=d.root, policy=ImagePolicy.from_settings(d), val_fraction=d.val_fraction, split_seed=d.split_seed,
                   classes=class_names(d))
@@ -98,7 +99,7 @@ def _open_split(source: str, split: str, transform: Callable | None, cfg: TrainC
         split = "train"  # a source named for one role only (--val / data.test): all of it, no carve-out
     ds = open_source(source, split, transform, carve_val=carve_val, **kwargs)  # type: ignore[arg-type]
     if d.cache:  # decoding every file also verifies it
-        return _folders(ds, lambda f: cache_folder(f, f.transform))
+        return _folders(ds, lambda f: cache(f, f.transform))
     return _folders(ds, _verified)
 
 
@@ -122,18 +123,18 @@ def _open_data(cfg: TrainConfig, pre: Preprocess, echo: Callable[[str], None]) -
     note = _cache_note(d)
     if note:
         echo(note)
-    own_val = d.val is None
-    train_raw = _open_split(d.train, "train", None, cfg, carve_val=own_val)
-    val_ds = _open_split(d.val or d.train, "val", eval_tf, cfg, carve_val=own_val)
+    own_val, cache = d.val is None, FolderCache()  # a carved val decodes nothing twice
+    train_raw = _open_split(d.train, "train", None, cfg, carve_val=own_val, cache=cache)
+    val_ds = _open_split(d.val or d.train, "val", eval_tf, cfg, carve_val=own_val, cache=cache)
     if own_val and "val" not in native_splits(d.train):
         echo(f"validation: a seeded, stratified {d.val_fraction:g} of each class carved from {d.train}'s training "
              f"split ({len(val_ds)} images; data.val_fraction, data.split_seed={d.split_seed}); training on the other "
              f"{len(train_raw)}")
     test_ds = None
     if d.test == "auto" and "test" in native_splits(d.train):
-        test_ds = _open_split(d.train, "test", eval_tf, cfg, carve_val=True)
+        test_ds = _open_split(d.train, "test", eval_tf, cfg, carve_val=True, cache=cache)
     elif d.test not in (None, "auto"):
-        test_ds = _open_split(d.test, "test", eval_tf, cfg, carve_val=False)
+        test_ds = _open_split(d.test, "test", eval_tf, cfg, carve_val=False, cache=cache)
     return train_raw, val_ds, test_ds
 
 

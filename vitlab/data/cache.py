@@ -64,6 +64,23 @@ def cache_folder(
     return TensorImageDataset(images, labels, dataset.classes, transform)
 
 
+class FolderCache:
+    """:func:`cache_folder` once per folder: views of one folder (the training images and the
+    validation carve-out of the same ``train/``) share one decoded tensor, each with its own
+    transform, instead of decoding the folder twice (CIFAR-10's 20k JPEGs: ~12 s and 60 MB each)."""
+
+    def __init__(self) -> None:
+        self._done: dict[tuple[Path, tuple[str, ...], int | None], TensorImageDataset] = {}
+
+    def __call__(self, dataset: ImageFolderDataset, transform: Callable[[torch.Tensor], Any] | None = None,
+                 quiet: bool = False) -> TensorImageDataset:
+        key = (dataset.root.resolve(), tuple(dataset.classes), dataset.policy.max_pixels)
+        if key not in self._done:
+            self._done[key] = cache_folder(dataset, None, quiet)
+        done = self._done[key]
+        return TensorImageDataset(done.images, done.labels, done.classes, transform)
+
+
 def _decode(path: Path, max_pixels: int | None) -> torch.Tensor:
     """(3, H, W) uint8 RGB, the pixels of :func:`vitlab.data.image_io.open_image`."""
     header = read_header(path, max_pixels)  # allow-list and pixel limit before any decoding
