@@ -28,9 +28,9 @@ from torch import nn
 from vitlab.utils.precision import MIN_SPEEDUP, PrecisionChoice, read_cache, write_cache, cache_file, machine_key
 
 # The timed batch is the run's, or smaller so that one fp32 step takes about this long (a ViT-L
-# step at batch 32 takes a minute on a CPU). Measured for ViT-S/16 at 224 on 2 cores: 0.5 s
-# (batch ~2) gave bf16 1.14-1.37x, right on the threshold; 1.5 s (batch ~7) 1.39-1.45x and 3 s
-# 1.47-1.53x: small batches understate bf16, and 1.5 s is where the verdict stops flipping.
+# step at batch 32 takes a minute on a CPU). Measured for ViT-S/16 at 224 on 2 cores: 0.5 s steps
+# gave bf16 1.14-1.37x, right on the threshold; 1.5 s steps 1.39-1.45x and 3 s 1.47-1.53x: small
+# batches understate bf16, and 1.5 s is where the verdict stops flipping.
 _STEP_BUDGET_S = 1.5
 _PROBE_BATCH = 2  # the first, untimed step, which sizes the batch
 TrainTimer = Callable[[nn.Module, tuple[int, ...], int, torch.device], float]
