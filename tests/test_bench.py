@@ -140,3 +140,21 @@ def test_runtime_rows_join_the_same_rounds(tmp_path, monkeypatch):
     assert main(["bench", "--quick", "--models", "vit_pico_patch4_32", "--threads", "1", "--sections", "inference",
                  "--frameworks", "vitlab", "--runtimes", "none"]) == 0
     assert built == []  # --runtimes none builds nothing
+
+
+def test_auto_is_each_sections_own_measured_choice(tmp_path, monkeypatch):
+    # inference's auto times a matmul, training's the model's own step; faked to disagree, so the
+    # rows show each section took its own verdict (a shared one would give both sections fp32 or bf16)
+    import vitlab.utils.precision as infer_check
+    import vitlab.utils.train_precision as train_check
+
+    monkeypatch.setenv("VITLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(infer_check, "measure_bf16_speedup", lambda device, width: (0.6, 0.1))
+    monkeypatch.setattr(train_check, "measure_train_speedup", lambda model, shape, batch, device: 1.8)
+    rc = main(["bench", "--quick", "--models", "vit_pico_patch4_32", "--threads", "1", "--sections", "inference,training",
+               "--frameworks", "vitlab", "--precision", "auto", "--runtimes", "none", "--out", str(tmp_path / "b")])
+    assert rc == 0
+    model = json.loads((tmp_path / "b" / "bench.json").read_text())["models"]["vit_pico_patch4_32"]
+    assert model["precisions"] == ["fp32"] and model["train_precisions"] == ["bf16"]
+    assert set(model["inference"]["2"]["rows"]) == {"vitlab fp32"}
+    assert set(model["training"]["rows"]) == {"vitlab bf16"} and model["training"]["reference"] == "vitlab bf16"

@@ -30,7 +30,7 @@ from vitlab.bench.workloads import (NO_CAPTURE, capture_variants, inference_vari
                                     variant_name)
 from vitlab.errors import ConfigError
 from vitlab.registry import is_model
-from vitlab.utils.device import resolve_device, resolve_precision
+from vitlab.utils.device import resolve_device, resolve_precision, resolve_train_precision
 from vitlab.utils.flops import count_macs
 
 SCHEMA = "vitlab.bench/1"
@@ -83,6 +83,18 @@ def resolve_precisions(requested: Sequence[str], device: torch.device, width: in
     out: list[str] = []
     for p in requested:
         got = resolve_precision(p, device, purpose="infer", width=width, say=say)  # type: ignore[arg-type]
+        if got not in out:
+            out.append(got)
+    return out
+
+
+def resolve_train_precisions(requested: Sequence[str], device: torch.device, model: torch.nn.Module,
+                             chw: tuple[int, ...], batch: int, say: Say) -> list[str]:
+    """The training section's precisions: ``auto`` -> what ``vitlab train`` would choose for this model
+    and batch (its own training step timed, :func:`vitlab.utils.device.resolve_train_precision`)."""
+    out: list[str] = []
+    for p in requested:
+        got = resolve_train_precision(p, device, model, chw, batch, say=say)  # type: ignore[arg-type]
         if got not in out:
             out.append(got)
     return out
@@ -158,7 +170,10 @@ def _bench_model(name: str, opts: BenchOptions, device: torch.device, notes: lis
         out["inference"] = {str(b): _inference(entries, (b, *chw), precisions, device, opts, reference, out, notes, say)
                             for b in opts.batches}
     if "training" in opts.sections:
-        out["training"] = _training(entries, (opts.train_batch, *chw), precisions, device, opts, reference, out, say)
+        train_precisions = resolve_train_precisions(opts.precisions, device, entries[0].model, chw, opts.train_batch, say)
+        out["train_precisions"] = train_precisions
+        out["training"] = _training(entries, (opts.train_batch, *chw), train_precisions, device, opts,
+                                    _reference(entries, train_precisions), out, say)
     if "capture" in opts.sections:
         out["capture"] = _capture(entries, (opts.capture_batch, *chw), device, opts, say)
     return out
