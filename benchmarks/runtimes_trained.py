@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from vitlab.api import load_checkpoint  # noqa: E402
+from vitlab.bench.stats import summarize  # noqa: E402
 from vitlab.data import ImageFolderDataset, create_transform  # noqa: E402
 from vitlab.errors import VitlabError  # noqa: E402
 from vitlab.runtime import load_runtime  # noqa: E402
@@ -53,7 +53,9 @@ def predict_all(pred, images: torch.Tensor, batch: int) -> torch.Tensor:
 
 
 def speed(preds: dict, shape: tuple[int, ...], rounds: int) -> dict:
-    """Per runtime: median / min / max of (eager fp32 time / its time), interleaved rounds, rotated order."""
+    """Per runtime: median / min / max of (eager fp32 time / its time) over interleaved rounds whose
+    order rotates (whatever runs after ONNX Runtime pays for its spinning threads); the statistics
+    are the bench's own (:func:`vitlab.bench.stats.summarize`)."""
     def timed(fn) -> float:
         x = torch.randn(shape)
         start = time.perf_counter()
@@ -61,16 +63,15 @@ def speed(preds: dict, shape: tuple[int, ...], rounds: int) -> dict:
         return time.perf_counter() - start
 
     names = list(preds)
+    times: dict[str, list[float]] = {n: [] for n in names}
     with torch.no_grad():
         for name in names:
             timed(preds[name])
-        ratios: dict[str, list[float]] = {n: [] for n in names}
         for r in range(rounds):
-            order = names[r % len(names):] + names[:r % len(names)]
-            took = {n: timed(preds[n]) for n in order}
-            for n in names:
-                ratios[n].append(took["eager:fp32"] / took[n])
-    return {n: {"median": statistics.median(v), "min": min(v), "max": max(v)} for n, v in ratios.items()}
+            for n in names[r % len(names):] + names[:r % len(names)]:
+                times[n].append(timed(preds[n]))
+    rows = summarize(times, items=shape[0], reference="eager:fp32")
+    return {n: {"median": row["ratio_median"], "min": row["ratio_min"], "max": row["ratio_max"]} for n, row in rows.items()}
 
 
 def main() -> None:

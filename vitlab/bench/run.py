@@ -78,23 +78,12 @@ def check_options(opts: BenchOptions) -> None:
         raise ConfigError(f"--threads must be >= 1, got {opts.threads}")
 
 
-def resolve_precisions(requested: Sequence[str], device: torch.device, width: int, say: Say) -> list[str]:
-    """Each requested precision checked; ``auto`` -> the measured choice (it says which and why)."""
+def resolve_precisions(requested: Sequence[str], resolve: Callable[[str], str]) -> list[str]:
+    """Each requested precision through ``resolve`` (checked; ``auto`` -> the measured choice, which
+    says which and why), duplicates dropped, in the order asked."""
     out: list[str] = []
     for p in requested:
-        got = resolve_precision(p, device, purpose="infer", width=width, say=say)  # type: ignore[arg-type]
-        if got not in out:
-            out.append(got)
-    return out
-
-
-def resolve_train_precisions(requested: Sequence[str], device: torch.device, model: torch.nn.Module,
-                             chw: tuple[int, ...], batch: int, say: Say) -> list[str]:
-    """The training section's precisions: ``auto`` -> what ``vitlab train`` would choose for this model
-    and batch (its own training step timed, :func:`vitlab.utils.device.resolve_train_precision`)."""
-    out: list[str] = []
-    for p in requested:
-        got = resolve_train_precision(p, device, model, chw, batch, say=say)  # type: ignore[arg-type]
+        got = resolve(p)
         if got not in out:
             out.append(got)
     return out
@@ -162,7 +151,9 @@ def _bench_model(name: str, opts: BenchOptions, device: torch.device, notes: lis
         say(f"note: {n}")
     cfg = entries[0].model.config
     chw = (cfg.in_chans, *cfg.img_size)
-    precisions = resolve_precisions(opts.precisions, device, cfg.embed_dim, say)
+    # inference's auto times a matmul at the model's width; training's the model's own step (what vitlab train picks)
+    precisions = resolve_precisions(opts.precisions, lambda p: resolve_precision(
+        p, device, purpose="infer", width=cfg.embed_dim, say=say))  # type: ignore[arg-type]
     out: dict = {"img_size": list(cfg.img_size), "macs_per_image": count_macs(entries[0].model, (1, *chw)),
                  "precisions": precisions, "checks": {e.name: e.check for e in entries}}
     reference = _reference(entries, precisions)
@@ -170,7 +161,8 @@ def _bench_model(name: str, opts: BenchOptions, device: torch.device, notes: lis
         out["inference"] = {str(b): _inference(entries, (b, *chw), precisions, device, opts, reference, out, notes, say)
                             for b in opts.batches}
     if "training" in opts.sections:
-        train_precisions = resolve_train_precisions(opts.precisions, device, entries[0].model, chw, opts.train_batch, say)
+        train_precisions = resolve_precisions(opts.precisions, lambda p: resolve_train_precision(
+            p, device, entries[0].model, chw, opts.train_batch, say=say))  # type: ignore[arg-type]
         out["train_precisions"] = train_precisions
         out["training"] = _training(entries, (opts.train_batch, *chw), train_precisions, device, opts,
                                     _reference(entries, train_precisions), out, say)

@@ -122,25 +122,34 @@ def choose_precision(device: torch.device, width: int = 768, timer: Timer | None
         width: the model's embedding width (the timed product is (256, width) x (width, 4 width)).
         timer: ``(device, width) -> (speedup, seconds)``; the tests pass a fake one.
     """
+    return measured_choice(device, machine_key(device, width), lambda: (timer or measure_bf16_speedup)(device, width)[0],
+                           "bf16 matmul")
+
+
+def measured_choice(device: torch.device, key: str, measure: Callable[[], float], what: str,
+                    threshold: float = MIN_SPEEDUP) -> PrecisionChoice:
+    """The verdict for ``key``: its cached bf16 / fp32 speed ratio, else ``measure()`` (then cached);
+    bf16 at ``threshold`` or above, else fp32. ``what`` names the timed work in the one-line reason
+    ("bf16 matmul", "a bf16 training step of this model ran"). Devices other than cpu / cuda, and
+    GPUs without bf16, get fp32 unmeasured."""
     if device.type not in ("cpu", "cuda"):
         return PrecisionChoice("fp32", 1.0, False, f"precision auto -> fp32: bf16 speed is not measured on {device.type}")
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         return PrecisionChoice("fp32", 1.0, False, "precision auto -> fp32: this GPU has no bf16 support")
-    key, path = machine_key(device, width), cache_file()
+    path = cache_file()
     table = read_cache(path)
     cached = key in table
-    speedup = float(table[key]) if cached else (timer or measure_bf16_speedup)(device, width)[0]
+    speedup = float(table[key]) if cached else measure()
     if not cached:
         table[key] = speedup
         write_cache(path, table)
     where = "this GPU" if device.type == "cuda" else "this CPU"
     how = f"measured, cached in {path}" if not cached else f"cached measurement from {path}"
-    if speedup >= MIN_SPEEDUP:
-        reason = f"precision auto -> bf16: bf16 matmul {speedup:.2f}x fp32 on {where} ({how})"
-        return PrecisionChoice("bf16", speedup, cached, reason)
-    reason = (f"precision auto -> fp32: bf16 matmul {speedup:.2f}x fp32 on {where}, below the "
-              f"{MIN_SPEEDUP}x needed to switch ({how})")
-    return PrecisionChoice("fp32", speedup, cached, reason)
+    if speedup >= threshold:
+        return PrecisionChoice("bf16", speedup, cached,
+                               f"precision auto -> bf16: {what} {speedup:.2f}x fp32 on {where} ({how})")
+    return PrecisionChoice("fp32", speedup, cached, f"precision auto -> fp32: {what} {speedup:.2f}x fp32 on {where}, "
+                                                    f"below the {threshold}x needed to switch ({how})")
 
 
 def read_cache(path: Path) -> dict[str, float]:

@@ -25,7 +25,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from vitlab.utils.precision import MIN_SPEEDUP, PrecisionChoice, read_cache, write_cache, cache_file, machine_key
+from vitlab.utils.precision import MIN_SPEEDUP, PrecisionChoice, machine_key, measured_choice
 
 # The timed batch is the run's, or smaller so that one fp32 step takes about this long (a ViT-L
 # step at batch 32 takes a minute on a CPU). Measured for ViT-S/16 at 224 on 2 cores: 0.5 s steps
@@ -96,25 +96,8 @@ def choose_train_precision(model: nn.Module, sample_shape: tuple[int, ...], batc
         device: where it trains (cpu or cuda; other types and GPUs without bf16 get fp32).
         timer: ``(model, sample_shape, batch, device) -> speedup``; the tests pass a fake one.
     """
-    if device.type not in ("cpu", "cuda"):
-        return PrecisionChoice("fp32", 1.0, False, f"precision auto -> fp32: bf16 speed is not measured on {device.type}")
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return PrecisionChoice("fp32", 1.0, False, "precision auto -> fp32: this GPU has no bf16 support")
     n_params = sum(p.numel() for p in model.parameters())
     shape = "x".join(str(s) for s in sample_shape)
     key = f"train|{machine_key(device, 0)}|{type(model).__name__}|params={n_params}|input={shape}|batch={batch}"
-    path = cache_file()
-    table = read_cache(path)
-    cached = key in table
-    speedup = float(table[key]) if cached else (timer or measure_train_speedup)(model, sample_shape, batch, device)
-    if not cached:
-        table[key] = speedup
-        write_cache(path, table)
-    where = "this GPU" if device.type == "cuda" else "this CPU"
-    how = f"cached measurement from {path}" if cached else f"measured, cached in {path}"
-    if speedup >= MIN_SPEEDUP:
-        return PrecisionChoice("bf16", speedup, cached, f"precision auto -> bf16: a bf16 training step of this model "
-                                                        f"ran {speedup:.2f}x fp32 on {where} ({how})")
-    return PrecisionChoice("fp32", speedup, cached, f"precision auto -> fp32: a bf16 training step of this model ran "
-                                                    f"{speedup:.2f}x fp32 on {where}, below the {MIN_SPEEDUP}x needed "
-                                                    f"to switch ({how})")
+    return measured_choice(device, key, lambda: (timer or measure_train_speedup)(model, sample_shape, batch, device),
+                           "a bf16 training step of this model ran", MIN_SPEEDUP)
