@@ -190,7 +190,7 @@ def _task(cfg: TrainConfig, prep: _Prepared) -> ClassificationTask:
         mixup = MixupCutmix(len(prep.classes), cfg.mixup.mixup_alpha, cfg.mixup.cutmix_alpha, cfg.mixup.prob,
                             cfg.mixup.switch_prob, cfg.optim.label_smoothing)
     return ClassificationTask(prep.train_ds, prep.val_ds, prep.classes, cfg.optim.label_smoothing, mixup,
-                              cfg.data.eval_batch_size, cfg.data.workers, cfg.max_eval_images, cfg.data.drop_last)
+                              cfg.data.eval_batch_size, cfg.data.workers, cfg.max_eval_images, cfg.data.drop_last, cfg.tta)
 
 
 def train(
@@ -251,10 +251,11 @@ def evaluate_on_test(run: RunDir, test_ds: Dataset, cfg: TrainConfig, device: to
     which = "best" if run.weights("best").is_file() else "last"
     ckpt = load_checkpoint(run.weights(which), device)
     task = ClassificationTask(test_ds, test_ds, ckpt.class_names, eval_batch_size=cfg.data.eval_batch_size,
-                              workers=cfg.data.workers)
+                              workers=cfg.data.workers, tta=cfg.tta)
     metrics = task.evaluate(ckpt.model, device, precision, distributed.DistInfo(), "test_")
     run.log({"kind": "test", "checkpoint": f"{which}.safetensors", "epoch": ckpt.info.get("epoch"),
-             "step": ckpt.info.get("step"), "images": len(test_ds), **metrics})  # type: ignore[arg-type]
-    echo(f"test ({len(test_ds)} images, {which} checkpoint chosen on validation): top-1 {metrics['test_top1']:.2f}%, "
+             "step": ckpt.info.get("step"), "images": len(test_ds), "tta": cfg.tta, **metrics})  # type: ignore[arg-type]
+    tta = "" if cfg.tta == "none" else f", tta {cfg.tta}"
+    echo(f"test ({len(test_ds)} images, {which} checkpoint chosen on validation{tta}): top-1 {metrics['test_top1']:.2f}%, "
          f"top-5 {metrics['test_top5']:.2f}%, loss {metrics['test_loss']:.4f}")
     return metrics

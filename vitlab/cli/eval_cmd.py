@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from vitlab.cli.tta_option import TTA_OPTION
+
 
 @click.command("eval")
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
@@ -23,6 +25,7 @@ import click
               "int8: --runtime onnxruntime (dynamic quantization).")
 @click.option("--runtime", type=click.Choice(["eager", "compiled", "onnxruntime", "openvino", "auto"]), default="eager",
               show_default=True, help="Inference runtime (auto: the fastest here at --batch-size, measured once, cached).")
+@TTA_OPTION
 @click.option("--out", type=click.Path(file_okay=False), help="Write metrics.json, per_class.csv, confusion.csv/png here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @click.option("--probe", "probes", multiple=True, type=click.Choice(["fewshot", "knn"]),
@@ -30,7 +33,7 @@ import click
 @click.option("--probe-train", help="Training source for the probes (default: --data's train split).")
 @click.option("--shots", default="1,5,10,25", show_default=True, help="Examples per class for --probe fewshot.")
 @click.option("--knn-k", type=click.IntRange(min=1), default=20, show_default=True)
-def eval_cmd(checkpoint, data, split, batch_size, workers, device, precision, runtime, out, as_json, probes,
+def eval_cmd(checkpoint, data, split, batch_size, workers, device, precision, runtime, tta, out, as_json, probes,
              probe_train, shots, knn_k) -> None:
     """Evaluate CHECKPOINT (a vitlab .safetensors) on a dataset."""
     from torch.utils.data import DataLoader
@@ -65,9 +68,10 @@ def eval_cmd(checkpoint, data, split, batch_size, workers, device, precision, ru
 
     # A bar (rate, ETA) on a terminal stderr only: never with --json, never into a log file.
     classifier = _classifier(ckpt, runtime, prec, min(batch_size, len(ds)), dev)  # no padding past the data
-    meter = evaluate(classifier, loader, dev, prec, len(ckpt.class_names), progress=shows(as_json), desc="eval")
+    meter = evaluate(classifier, loader, dev, prec, len(ckpt.class_names), progress=shows(as_json), desc="eval",
+                     tta=tta)
     metrics = {**meter.result(), "images": meter.count, "checkpoint": str(checkpoint), "data": data, "split": split,
-               "runtime": runtime if runtime == "eager" else classifier.name, "precision": prec}
+               "runtime": runtime if runtime == "eager" else classifier.name, "precision": prec, "tta": tta}
     if probes:
         metrics["probe"] = _run_probes(ckpt, ds, probe_train or data, probes, shots, knn_k, batch_size, workers, dev)
     per_class = meter.per_class_accuracy().tolist()
@@ -77,7 +81,7 @@ def eval_cmd(checkpoint, data, split, batch_size, workers, device, precision, ru
     if as_json:
         click.echo(json.dumps({**metrics, "per_class": dict(zip(ckpt.class_names, per_class))}))
         return
-    click.echo(f"{metrics['images']} images ({split} split): top-1 {metrics['top1']:.2f}%  top-5 {metrics['top5']:.2f}%  "
+    click.echo(f"{metrics['images']} images ({split} split{'' if tta == 'none' else ', tta ' + tta}): top-1 {metrics['top1']:.2f}%  top-5 {metrics['top5']:.2f}%  "
                f"loss {metrics['loss']:.4f}  ECE {metrics['ece']:.2f}%")
     for name, value in metrics.get("probe", {}).items():
         click.echo(f"{name}: {value:.2f}%")

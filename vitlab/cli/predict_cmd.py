@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from vitlab.cli.tta_option import TTA_OPTION
+
 def _display(raw) -> "object":
     """A raw dataset item (PIL image or uint8 (C, H, W) tensor) as an HxW or HxWx3 uint8 array."""
     import numpy as np
@@ -37,7 +39,9 @@ def _display(raw) -> "object":
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16", "int8"]), default="fp32",
               show_default=True, help="fp32 is the reference; auto measures bf16 against fp32 here once (cached) and says what it chose; "
               "int8: --runtime onnxruntime (dynamic quantization).")
-def predict_cmd(checkpoint, images, data, limit, topk, fmt, grid, device, max_image_pixels, runtime, precision) -> None:
+@TTA_OPTION
+def predict_cmd(checkpoint, images, data, limit, topk, fmt, grid, device, max_image_pixels, runtime, precision,
+                tta) -> None:
     """Predict the classes of IMAGES (files or folders) with CHECKPOINT.
 
     An image that cannot be read (not an allowed format, over the pixel limit, truncated) is
@@ -49,6 +53,7 @@ def predict_cmd(checkpoint, images, data, limit, topk, fmt, grid, device, max_im
     from vitlab.api import load_checkpoint
     from vitlab.errors import ConfigError, DataError
     from vitlab.evaluation.plots import prediction_caption, save_prediction_grid
+    from vitlab.evaluation.tta import tta_logits
     from vitlab.utils.atomic import probe_writable, writing
     from vitlab.utils.device import resolve_device
 
@@ -68,7 +73,7 @@ def predict_cmd(checkpoint, images, data, limit, topk, fmt, grid, device, max_im
     with torch.no_grad():
         for start in range(0, len(raws), 64):
             batch = torch.stack([transform(r) for r in raws[start:start + 64]])
-            probs = predictor(batch).softmax(dim=1)
+            probs = tta_logits(predictor, batch, tta).softmax(dim=1)
             p, i = probs.topk(k, dim=1)
             for j in range(batch.shape[0]):
                 n = start + j

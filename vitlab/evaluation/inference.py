@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from vitlab.errors import DataError, NonFiniteError
 from vitlab.evaluation.metrics import ClassificationMeter
+from vitlab.evaluation.tta import tta_logits
 from vitlab.runtime.base import Predictor
 from vitlab.utils.device import autocast
 
@@ -37,28 +38,30 @@ def check_finite(images: torch.Tensor, logits: torch.Tensor, where: str) -> None
                          "numerics are broken (try --precision fp32)")
 
 
-def _logits(model: nn.Module | Predictor, images: torch.Tensor, device: torch.device, precision: str) -> torch.Tensor:
-    """Logits (B, C) of one batch (B, C, H, W): a Predictor runs it itself, a module here."""
+def _logits(model: nn.Module | Predictor, images: torch.Tensor, device: torch.device, precision: str,
+            tta: str = "none") -> torch.Tensor:
+    """Logits (B, K) of one batch (B, C, H, W), averaged over ``tta``'s views: a Predictor runs it itself, a module here."""
     if isinstance(model, Predictor):
-        return model(images)
+        return tta_logits(model, images, tta)
     with autocast(device, precision):
-        return model(images.to(device, non_blocking=True))
+        return tta_logits(model, images.to(device, non_blocking=True), tta)
 
 
 @torch.no_grad()
 def predict_logits(
     model: nn.Module | Predictor, loader: Iterable, device: torch.device, precision: str, progress: bool = False,
-    desc: str = "eval",
+    desc: str = "eval", tta: str = "none",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """All logits (N, C) float32 on CPU and targets (N,) of a loader, in loader order (eval mode).
 
-    ``device`` and ``precision`` apply to a module; a Predictor was built with its own.
+    ``device`` and ``precision`` apply to a module; a Predictor was built with its own. ``tta``
+    (:mod:`vitlab.evaluation.tta`): "hflip" averages each image's logits with its mirror's.
     """
     if isinstance(model, nn.Module):
         model.eval()
     outs, tgts = [], []
     for i, (images, targets) in enumerate(tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)):
-        logits = _logits(model, images, device, precision)
+        logits = _logits(model, images, device, precision, tta)
         check_finite(images.to(logits.device), logits, f"{desc}, batch {i}")
         outs.append(logits.float().cpu())
         tgts.append(targets.cpu())
@@ -74,9 +77,10 @@ def evaluate(
     num_classes: int,
     progress: bool = False,
     desc: str = "eval",
+    tta: str = "none",
 ) -> ClassificationMeter:
     """Run ``model`` (a module in eval mode, or a runtime's Predictor) over ``loader``; the filled meter."""
-    logits, targets = predict_logits(model, loader, device, precision, progress, desc)
+    logits, targets = predict_logits(model, loader, device, precision, progress, desc, tta)
     meter = ClassificationMeter(num_classes=num_classes)
     meter.update(logits, targets)
     return meter

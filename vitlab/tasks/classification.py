@@ -17,6 +17,7 @@ from vitlab.data.bad_samples import collate_counting
 from vitlab.data.mixup import MixupCutmix
 from vitlab.engine.distributed import DistInfo, all_reduce_sum_tensor
 from vitlab.evaluation.inference import evaluate
+from vitlab.evaluation.tta import check_tta
 from vitlab.evaluation.metrics import ClassificationMeter
 from vitlab.engine.task import StepOutput, Task
 from vitlab.utils.device import autocast
@@ -40,15 +41,16 @@ class ClassificationTask(Task):
         mixup: Mixup / CutMix on training batches, or None.
         eval_batch_size, workers: the validation loader's.
         max_eval_images: evaluate on the first N validation images only (smoke runs).
+        tta: test-time augmentation of every evaluation (:mod:`vitlab.evaluation.tta`), "none" or "hflip".
     """
 
     def __init__(self, train_data: Dataset, val_data: Dataset, class_names: list[str], label_smoothing: float = 0.0,
                  mixup: MixupCutmix | None = None, eval_batch_size: int = 512, workers: int = 0,
-                 max_eval_images: int | None = None, drop_last: bool = True) -> None:
+                 max_eval_images: int | None = None, drop_last: bool = True, tta: str = "none") -> None:
         self.train_data, self.val_data, self.class_names = train_data, val_data, list(class_names)
         self.label_smoothing, self.mixup = label_smoothing, mixup
         self.eval_batch_size, self.workers, self.max_eval_images = eval_batch_size, workers, max_eval_images
-        self.drop_last = drop_last
+        self.drop_last, self.tta = drop_last, check_tta(tta, "tta")
         # Counts the samples standing in for unreadable files (vitlab.data.bad_samples) per batch.
         self.collate = collate_counting
 
@@ -77,7 +79,7 @@ class ClassificationTask(Task):
         total = min(len(self.val_data), self.max_eval_images or len(self.val_data))  # type: ignore[arg-type]
         indices = list(range(info.rank, total, info.world_size))
         loader = DataLoader(Subset(self.val_data, indices), batch_size=self.eval_batch_size, num_workers=self.workers)
-        meter = evaluate(model, loader, device, precision, len(self.class_names))
+        meter = evaluate(model, loader, device, precision, len(self.class_names), tta=self.tta)
         if hasattr(model, "reshard"):  # FSDP2 keeps parameters unsharded after a no-grad forward
             model.reshard()
         if info.enabled:
