@@ -116,7 +116,8 @@ def main() -> None:
         f"{best['epoch'] + 1} (val {best['val_top1']:.2f}%) | {wall:.0f} s |",
         f"| 5-nearest-neighbour on raw pixels (all 20,000 train images) | {knn:.2f}% | - | - | - |",
         "",
-        "Per epoch (validation top-1 where evaluated):",
+        "Per epoch (validation top-1 where evaluated" + (f"; val and test under the recipe's `tta: {recipe.tta}`):"
+                                                          if recipe.tta != "none" else "):"),
         "",
         "| epoch | train loss | train top-1 | val top-1 | lr of the last step | epoch time |",
         "|---|---|---|---|---|---|",
