@@ -87,7 +87,8 @@ def main() -> None:
         f"{best['epoch'] + 1} ({metric} {best[metric]:.2f}%) | {wall:.0f} s |",
         f"| 3-nearest-neighbour on raw pixels (same 4,500 training digits) | {knn:.2f}% | - | - | - |",
         "",
-        "Validation top-1 (500 digits) after each epoch:",
+        "Validation top-1 (500 digits) after each epoch" + (f", val and test under the recipe's `tta: {test['tta']}`:"
+                                                            if test.get("tta", "none") != "none" else ":"),
         "",
         "| epoch | train loss | val top-1 | EMA val top-1 | epoch time |",
         "|---|---|---|---|---|",

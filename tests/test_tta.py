@@ -135,3 +135,17 @@ def test_tta_changes_evaluation_only_not_training(tmp_path: Path) -> None:
         weights[mode] = load_file(run / "checkpoints" / "last.safetensors")
     assert weights["none"].keys() == weights["hflip"].keys()
     assert all(torch.equal(weights["none"][k], weights["hflip"][k]) for k in weights["none"])
+
+
+def test_shift_views_move_the_content_one_pixel_and_repeat_the_edge() -> None:
+    from vitlab.evaluation.tta import tta_views
+
+    x = torch.arange(12.0).reshape(1, 1, 3, 4)
+    plain, down_right, up_left = tta_views(x, "shift")
+    assert torch.equal(plain, x)
+    assert torch.equal(down_right[0, 0, 1:, 1:], x[0, 0, :-1, :-1])  # content one pixel down and right
+    assert torch.equal(down_right[0, 0, 0, 1:], x[0, 0, 0, :-1]) and torch.equal(down_right[0, 0, :, 0], down_right[0, 0, :, 1])
+    assert torch.equal(up_left[0, 0, :-1, :-1], x[0, 0, 1:, 1:])  # and one pixel up and left
+    assert torch.equal(up_left[0, 0, -1, :-1], x[0, 0, -1, 1:]) and torch.equal(up_left[0, 0, :, -1], up_left[0, 0, :, -2])
+    linear = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    torch.testing.assert_close(tta_logits(linear, x, "shift"), linear((plain + down_right + up_left) / 3))

@@ -8,4 +8,5 @@ from vitlab.evaluation.tta import TTA_MODES
 
 TTA_OPTION = click.option(
     "--tta", type=click.Choice(list(TTA_MODES)), default="none", show_default=True,
-    help="Test-time augmentation: hflip averages each image's logits with its mirror's (photos; not digits or text).")
+    help="Test-time augmentation: hflip averages each image's logits with its mirror's (photos); "
+         "shift with two copies moved one pixel diagonally (digits too).")
