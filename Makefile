@@ -24,8 +24,8 @@ install-dev: $(VENV)/.installed-dev
 
 demo: $(VENV)/.installed
 	$(BIN)/vitlab train --config mnist --out $(RUN) --overwrite
-	$(BIN)/vitlab eval $(RUN)/checkpoints/best.safetensors --data mnist-test --tta shift --out $(RUN)/eval
-	$(BIN)/vitlab predict $(RUN)/checkpoints/best.safetensors --data mnist-test --tta shift --limit 16 --grid $(RUN)/predictions.png
+	$(BIN)/vitlab eval $(RUN)/checkpoints/best.safetensors --data mnist-test --out $(RUN)/eval
+	$(BIN)/vitlab predict $(RUN)/checkpoints/best.safetensors --data mnist-test --limit 16 --grid $(RUN)/predictions.png
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -n 2 -q

@@ -98,6 +98,13 @@ def test_train_selects_and_reports_under_tta_and_eval_agrees(tmp_path: Path, cap
     assert main(["eval", str(best), "--data", "mnist-test", "--tta", "hflip", "--json", "--device", "cpu"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["tta"] == "hflip" and out["top1"] == pytest.approx(test["test_top1"], abs=1e-6)
+    assert main(["eval", str(best), "--data", "mnist-test", "--json", "--device", "cpu"]) == 0  # no flag: the run's own
+    captured = capsys.readouterr()
+    assert json.loads(captured.out.strip().splitlines()[-1])["top1"] == out["top1"]
+    assert "tta hflip: as the checkpoint's training run evaluated it" in captured.err
+    assert main(["eval", str(best), "--data", "mnist-test", "--json", "--device", "cpu", "--tta", "none"]) == 0
+    plain = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert plain["tta"] == "none" and plain["loss"] != pytest.approx(out["loss"], rel=1e-4)  # negative control
     best_model = load_checkpoint(best, "cpu").model.eval()
     assert out["top1"] == pytest.approx(_tta_eval(best_model, open_source("mnist-test", "test", tf), "hflip")[0], abs=1e-6)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from vitlab.cli.tta_option import TTA_OPTION
+from vitlab.cli.tta_option import TTA_OPTION, resolve_tta
 
 
 @click.command("eval")
@@ -54,6 +54,7 @@ def eval_cmd(checkpoint, data, split, batch_size, workers, device, precision, ru
 
         require(runtime, prec, dev)  # an unavailable runtime stops here, before the data is read
     ckpt = load_checkpoint(checkpoint, dev)
+    tta = resolve_tta(tta, ckpt.info)
     if split == "auto":
         from vitlab.data.sources import native_splits
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from vitlab.cli.tta_option import TTA_OPTION
+from vitlab.cli.tta_option import TTA_OPTION, resolve_tta
 
 def _display(raw) -> "object":
     """A raw dataset item (PIL image or uint8 (C, H, W) tensor) as an HxW or HxWx3 uint8 array."""
@@ -65,6 +65,7 @@ def predict_cmd(checkpoint, images, data, limit, topk, fmt, grid, device, max_im
     prec = _precision(runtime, precision, dev)  # an unavailable runtime stops here, before any file is read
     ckpt = load_checkpoint(checkpoint, dev)
     model, classes = ckpt.model.eval(), ckpt.class_names
+    tta = resolve_tta(tta, ckpt.info)
     transform = create_transform(model)  # the weights' own preprocessing (pretrained_cfg), as timm's
     names, raws, truths, bad = _gather(images, data, limit, max_image_pixels)
     predictor = _predictor(ckpt, runtime, prec, dev, len(raws)) if raws else None

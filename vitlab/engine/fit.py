@@ -120,7 +120,8 @@ def _checkpoint(ss: Session, epoch: int, batch: int, step: int, best: tuple[floa
              "position": position_of(ss), "data": ss.task.data_fingerprint()}
     full = full_weights(ss.model, ss.info, ss.s.fsdp)
     if ss.info.is_main:
-        save_resumable(ss.run, step, ss.model, ss.task.class_names, {"epoch": epoch, **last}, state, ss.s.keep, full)
+        info = {"epoch": epoch, **ss.task.checkpoint_info(), **last}
+        save_resumable(ss.run, step, ss.model, ss.task.class_names, info, state, ss.s.keep, full)
     distributed.barrier(ss.info)
 
 
@@ -149,7 +150,8 @@ def _validate(ss: Session, epoch: int, step: int, best: tuple[float, int]) -> tu
         full = None if use_ema else full_weights(ss.model, ss.info, ss.s.fsdp)
         if ss.info.is_main:
             source = ss.ema.module if use_ema and ss.ema is not None else ss.model
-            save_weights(ss.run.weights("best"), source, ss.task.class_names, {"epoch": epoch, "step": step, **last}, full)
+            info = {"epoch": epoch, "step": step, **ss.task.checkpoint_info(), **last}
+            save_weights(ss.run.weights("best"), source, ss.task.class_names, info, full)
     return last, best
 
 

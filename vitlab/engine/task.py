@@ -92,6 +92,11 @@ class Task(ABC):
         """
         return {"samples": len(self.train_data), "classes": list(self.class_names)}  # type: ignore[arg-type]
 
+    def checkpoint_info(self) -> dict[str, Any]:
+        """How this task evaluates, recorded in every checkpoint's ``info`` so a later evaluation of
+        the file can do the same (classification: its test-time augmentation). Plain JSON values."""
+        return {}
+
     def is_better(self, metric: str, value: float, best: float) -> bool:
         """Whether ``value`` of ``metric`` improves on ``best`` (losses and calibration errors go down)."""
         return value < best if minimises(metric) else value > best

@@ -88,6 +88,9 @@ class ClassificationTask(Task):
             meter.from_tensor(t)
         return {f"{prefix}{k}": v for k, v in meter.result().items()}
 
+    def checkpoint_info(self) -> dict[str, Any]:
+        return {"tta": self.tta}  # vitlab eval / predict default to it: the run's own figures reproduce
+
     def data_fingerprint(self) -> dict[str, Any]:
         """Samples and classes, plus per class: image count and a digest of relative paths + sizes
         (folders; shard, key and size for tar shards; row and size for HF datasets), or the label
