@@ -7,8 +7,10 @@ builds one without weights, with overrides such as ``num_classes`` or ``img_size
 weights lives one layer up, in :func:`vitlab.api.create_model`.
 
 This module imports nothing from ``vitlab.models`` or ``vitlab.weights``: the model families
-import it to register themselves. They are registered as soon as any part of the package is
-imported, because ``vitlab/__init__`` imports :mod:`vitlab.api`, which imports ``vitlab.models``.
+import it to register themselves, when anything under ``vitlab.models`` is first imported
+(:mod:`vitlab.api`, every converter and the analyses do; ``vitlab.create_model`` goes through
+:mod:`vitlab.api`). ``import vitlab`` alone loads nothing (it is lazy), so a lookup in a registry
+that is still empty is an error saying so, never an empty answer.
 """
 
 from __future__ import annotations
@@ -37,19 +39,27 @@ def register_model(fn: ModelBuilder) -> ModelBuilder:
     return fn
 
 
+def _registered() -> dict[str, ModelBuilder]:
+    if not _REGISTRY:
+        raise ConfigError("no models are registered yet: import vitlab.models first, or use vitlab.list_models / "
+                          "vitlab.create_model, which do")
+    return _REGISTRY
+
+
 def list_models(pattern: str = "*") -> list[str]:
     """Registered model names matching ``pattern`` (fnmatch syntax), sorted."""
+    _registered()
     return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
 
 
 def is_model(name: str) -> bool:
     """Whether ``name`` is a registered model."""
-    return name in _REGISTRY
+    return name in _registered()
 
 
 def get_builder(name: str) -> ModelBuilder:
     """The builder registered as ``name``; UnknownModelError (suggesting close names) otherwise."""
-    if name not in _REGISTRY:
+    if name not in _registered():
         close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(close)}?" if close else "; `vitlab models` lists them"
         raise UnknownModelError(f"unknown model {name!r}{hint}")

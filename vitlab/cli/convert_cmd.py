@@ -9,14 +9,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from vitlab.weights.formats import readable, writable
+from vitlab.cli.lazy_choice import weight_formats
 
 if TYPE_CHECKING:
     from vitlab.weights.api import Imported
 
-# the choices come from the format table (vitlab/weights/formats.py)
-_IN = list(readable())
-_OUT = list(writable())
+# the choices come from the format table (vitlab/weights/formats.py), read when the command runs
+_IN = weight_formats("read")
+_OUT = weight_formats("write")
 _METHODS = ["bicubic-aa", "bicubic", "bilinear", "nearest"]
 
 
@@ -40,8 +40,8 @@ def _size(value: str | None) -> tuple[int, int] | None:
 @click.command("convert")
 @click.argument("src", type=click.Path(exists=True))
 @click.argument("dst", type=click.Path())
-@click.option("--from", "src_fmt", type=click.Choice(_IN), help="Source layout (guessed from SRC when omitted).")
-@click.option("--to", "dst_fmt", type=click.Choice(_OUT), default="vitlab", show_default=True, help="Target layout.")
+@click.option("--from", "src_fmt", type=_IN, help="Source layout (guessed from SRC when omitted).")
+@click.option("--to", "dst_fmt", type=_OUT, default="vitlab", show_default=True, help="Target layout.")
 @click.option("--img-size", help="Target input size S or HxW; the position table is resampled if needed.")
 @click.option("--num-classes", type=click.IntRange(min=0), help="New head with N classes (re-initialised; dropped keys logged).")
 @click.option("--num-heads", type=click.IntRange(min=1),
@@ -125,7 +125,7 @@ def _verify(src: str, dst: str, src_fmt: str, dst_fmt: str, imp: Imported, reset
 
 @click.command("resample-audit")
 @click.argument("weights", type=click.Path(exists=True))
-@click.option("--from", "src_fmt", type=click.Choice(_IN), help="Layout of WEIGHTS (guessed when omitted).")
+@click.option("--from", "src_fmt", type=_IN, help="Layout of WEIGHTS (guessed when omitted).")
 @click.option("--img-size", required=True, help="New input size S or HxW.")
 @click.option("--num-heads", type=click.IntRange(min=1))
 @click.option("--global-pool", type=click.Choice(["token", "avg"]))

@@ -6,17 +6,17 @@ from pathlib import Path
 
 import click
 
-from vitlab.weights.formats import writable
+from vitlab.cli.lazy_choice import weight_formats
 
 # deployable graphs, then every weight layout of the format table (vitlab/weights/formats.py)
 _GRAPHS = ["onnx", "torch-export"]
-_FORMATS = [*_GRAPHS, *writable()]
+_FORMATS = weight_formats("write", first=_GRAPHS)
 
 
 @click.command("export")
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
 @click.argument("out", type=click.Path())
-@click.option("--format", "fmt", type=click.Choice(_FORMATS), required=True, help="What to write.")
+@click.option("--format", "fmt", type=_FORMATS, required=True, help="What to write.")
 @click.option("--opset", type=click.IntRange(min=13), default=18, show_default=True, help="ONNX opset.")
 @click.option("--no-verify", is_flag=True, help="Skip running the exported graph against the model.")
 @click.option("--dynamic-size", is_flag=True,

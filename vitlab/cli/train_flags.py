@@ -19,7 +19,6 @@ import click
 
 from vitlab.cli.help_groups import GroupedOption
 from vitlab.config import OptimSettings, TrainConfig, parse_assignment
-from vitlab.data.randaugment import parse_timm_rand
 from vitlab.errors import ConfigError
 
 DEFAULT_TAG = "default"  # bare --pretrained
@@ -70,6 +69,8 @@ def _milestones(value: str) -> dict[str, Any]:
 
 
 def _aa(spec: str) -> dict[str, Any]:
+    from vitlab.data.randaugment import parse_timm_rand  # torchvision: only when --aa is given
+
     return {f"data.augment.{k}": v for k, v in parse_timm_rand(spec).items()}
 
 
