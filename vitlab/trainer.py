@@ -190,7 +190,8 @@ def _task(cfg: TrainConfig, prep: _Prepared) -> ClassificationTask:
         mixup = MixupCutmix(len(prep.classes), cfg.mixup.mixup_alpha, cfg.mixup.cutmix_alpha, cfg.mixup.prob,
                             cfg.mixup.switch_prob, cfg.optim.label_smoothing)
     return ClassificationTask(prep.train_ds, prep.val_ds, prep.classes, cfg.optim.label_smoothing, mixup,
-                              cfg.data.eval_batch_size, cfg.data.workers, cfg.max_eval_images, cfg.data.drop_last, cfg.tta)
+                              cfg.data.eval_batch_size, cfg.data.workers, cfg.max_eval_images, cfg.data.drop_last,
+                              tta=cfg.tta)
 
 
 def train(

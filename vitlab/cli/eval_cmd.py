@@ -82,7 +82,8 @@ def eval_cmd(checkpoint, data, split, batch_size, workers, device, precision, ru
     if as_json:
         click.echo(json.dumps({**metrics, "per_class": dict(zip(ckpt.class_names, per_class))}))
         return
-    click.echo(f"{metrics['images']} images ({split} split{'' if tta == 'none' else ', tta ' + tta}): top-1 {metrics['top1']:.2f}%  top-5 {metrics['top5']:.2f}%  "
+    how = f"{split} split" if tta == "none" else f"{split} split, tta {tta}"
+    click.echo(f"{metrics['images']} images ({how}): top-1 {metrics['top1']:.2f}%  top-5 {metrics['top5']:.2f}%  "
                f"loss {metrics['loss']:.4f}  ECE {metrics['ece']:.2f}%")
     for name, value in metrics.get("probe", {}).items():
         click.echo(f"{name}: {value:.2f}%")

@@ -40,7 +40,10 @@ def check_finite(images: torch.Tensor, logits: torch.Tensor, where: str) -> None
 
 def _logits(model: nn.Module | Predictor, images: torch.Tensor, device: torch.device, precision: str,
             tta: str = "none") -> torch.Tensor:
-    """Logits (B, K) of one batch (B, C, H, W), averaged over ``tta``'s views: a Predictor runs it itself, a module here."""
+    """Logits (B, K) of one batch (B, C, H, W), averaged over ``tta``'s views.
+
+    A Predictor runs each view itself; a module runs here, under autocast for ``precision``.
+    """
     if isinstance(model, Predictor):
         return tta_logits(model, images, tta)
     with autocast(device, precision):
