@@ -170,12 +170,16 @@ def test_registry_and_file_format_are_leaves() -> None:
 
 
 def test_builtin_models_are_registered_in_a_fresh_process() -> None:
-    """Importing only the leaf registry still sees the built-ins (the package __init__ imports the API)."""
+    """The public names see the built-ins in a fresh process; the leaf registry imported alone (the
+    package __init__ is lazy now) refuses to answer rather than report no models (test_lazy_import.py)."""
     import subprocess
     import sys
 
-    code = "import vitlab.registry as r; assert r.is_model('vit_pico_patch4_28') and len(r.list_models()) > 10"
+    code = "import vitlab as v; assert v.is_model('vit_pico_patch4_28') and len(v.list_models()) > 10"
     subprocess.run([sys.executable, "-c", code], check=True)
+    code = "import vitlab.registry as r; r.is_model('vit_pico_patch4_28')"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode != 0 and "no models are registered yet" in res.stderr
 
 
 def test_registry_create_model_is_a_weightless_alias() -> None:
