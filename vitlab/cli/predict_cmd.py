@@ -11,6 +11,7 @@ import click
 
 from vitlab.cli.tta_option import TTA_OPTION, resolve_tta
 
+
 def _display(raw) -> "object":
     """A raw dataset item (PIL image or uint8 (C, H, W) tensor) as an HxW or HxWx3 uint8 array."""
     import numpy as np

@@ -58,7 +58,7 @@ def predict_logits(
     """All logits (N, C) float32 on CPU and targets (N,) of a loader, in loader order (eval mode).
 
     ``device`` and ``precision`` apply to a module; a Predictor was built with its own. ``tta``
-    (:mod:`vitlab.evaluation.tta`): "hflip" averages each image's logits with its mirror's.
+    (:mod:`vitlab.evaluation.tta`): each image's logits averaged over that mode's views.
     """
     if isinstance(model, nn.Module):
         model.eval()
