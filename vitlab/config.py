@@ -144,6 +144,7 @@ class InitSettings:
     weights: str | None = None  # a local file of any format vitlab.weights reads (vitlab, timm, HF, .npz, ...)
     pretrained: str | None = None  # a tag of a known public checkpoint (`vitlab pretrained` lists them)
     resample: Literal["bicubic-aa", "bicubic", "bilinear", "nearest"] = "bicubic-aa"
+    whiten_images: int = 0  # >0: the image's first conv starts as a patch-whitening filter bank of this many train images
 
 
 @dataclass
@@ -180,6 +181,9 @@ class TrainConfig:
         """Raise ConfigError naming the field for values that cannot work."""
         if self.init.weights and self.init.pretrained:
             raise ConfigError("init.weights and init.pretrained conflict: give one of them")
+        if self.init.whiten_images and (self.init.weights or self.init.pretrained):
+            raise ConfigError("init.whiten_images and init.weights / init.pretrained conflict: whitening initialises "
+                              "the first conv of a model trained from scratch")
         if not self.data.train:
             raise ConfigError("data.train is not set: pass --data (an image folder, 'mnist' or torchvision:NAME)")
         checks = [
@@ -187,6 +191,7 @@ class TrainConfig:
             (self.data.batch_size >= 1, "data.batch_size", self.data.batch_size, "must be at least 1"),
             (self.data.eval_batch_size >= 1, "data.eval_batch_size", self.data.eval_batch_size, "must be at least 1"),
             (self.data.workers >= 0, "data.workers", self.data.workers, "must be >= 0"),
+            (self.init.whiten_images >= 0, "init.whiten_images", self.init.whiten_images, "must be >= 0 (0: off)"),
             (self.data.max_image_pixels is None or self.data.max_image_pixels >= 1, "data.max_image_pixels",
              self.data.max_image_pixels, "must be at least 1 or null"),
             (self.data.max_bad_samples >= 0, "data.max_bad_samples", self.data.max_bad_samples, "must be >= 0"),

@@ -33,6 +33,7 @@ from vitlab.engine.schedules import Schedule, lambda_scheduler
 from vitlab.engine.rundir import RunDir, claim_run_dir
 from vitlab.engine.settings import settings_from_config
 from vitlab.errors import ConfigError, DataError
+from vitlab.layers.whiten_init import first_image_conv, whiten_conv_
 from vitlab.api import create_model
 from vitlab.tasks.classification import ClassificationTask
 from vitlab.utils.device import resolve_device, resolve_precision, resolve_train_precision
@@ -166,12 +167,34 @@ def _prepare(cfg: TrainConfig, echo: Callable[[str], None] = print) -> _Prepared
         numerics = {k: cfg.model_args[k] for k in ("norm_eps", "act") if k in cfg.model_args}
         load_weights_into(probe, cfg.model, pretrained=cfg.init.pretrained, weights=cfg.init.weights,
                           resample=cfg.init.resample, numerics=numerics)
+    if cfg.init.whiten_images:
+        _whiten_stem(probe, train_raw, pre, cfg.init.whiten_images, cfg.seed, echo)
     aug = AugmentConfig(**dataclasses.asdict(cfg.data.augment))
     train_ds = SeededTransform(train_raw, build_train_transform(pre, aug), cfg.seed)
     # timed on a copy inside fork_rng: the weights and random streams stay as seeded above
     precision = resolve_train_precision(cfg.precision, device, probe, (pre.in_chans, *pre.img_size),
                                         cfg.data.batch_size, distributed.from_environment().world_size > 1, echo)
     return _Prepared(probe, train_ds, val_ds, test_ds, classes, device, precision)
+
+
+def _whiten_stem(model: torch.nn.Module, train_raw: Dataset, pre: Preprocess, n: int, seed: int,
+                 echo: Callable[[str], None]) -> None:
+    """init.whiten_images: the image's first conv whitens the patches of ``n`` seeded training images.
+
+    Training images only (never the carved val), through the eval transform (resize + normalise, no
+    augmentation); a generator of its own, so the model's other weights and every random stream stay
+    as the seed made them.
+    """
+    try:
+        conv = first_image_conv(model, pre.in_chans)
+    except ValueError as e:
+        raise ConfigError(f"init.whiten_images: {e}") from None
+    idx = torch.randperm(len(train_raw), generator=torch.Generator().manual_seed(seed))[:n].tolist()
+    tf = build_eval_transform(pre)
+    images = torch.stack([tf(train_raw[i][0]) for i in idx])  # (n, C, H, W)
+    pairs = whiten_conv_(conv, images)
+    echo(f"init.whiten_images: the first conv ({conv.out_channels} filters, {conv.kernel_size[0]}x{conv.kernel_size[1]}"
+         f" stride {conv.stride[0]}) starts as {pairs} whitening filter pairs of {len(idx)} training images' patches")
 
 
 def schedule_from_config(o: OptimSettings, epochs: int, steps_per_epoch: int) -> Schedule:
