@@ -4,7 +4,9 @@ With data parallelism each process normalises its own share of the batch, so Bat
 (conv stems, DeepViT's re-attention norm) make N processes differ from one process with the
 global batch. ``torch.nn.SyncBatchNorm`` fixes that on GPUs but refuses CPU tensors, so on the
 CPU (gloo) vitlab uses :class:`GlobalBatchNorm2d`: one all-reduce of (sum, sum of squares,
-count) per layer, differentiable through ``torch.distributed.nn``.
+count) per layer, differentiable through :class:`_AllReduceSum` (the sum's gradient is the sum of
+every process's gradient; torch's ``torch.distributed.nn.functional.all_reduce`` did the same but
+is deprecated since torch 2.10 and warned in every torchrun job).
 """
 
 from __future__ import annotations
@@ -14,18 +16,32 @@ import torch.distributed as dist
 from torch import nn
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """y = sum over processes of x; dL/dx = sum over processes of dL/dy (every rank's loss counts)."""
+
+    @staticmethod
+    def forward(ctx: object, x: torch.Tensor) -> torch.Tensor:
+        y = x.clone()
+        dist.all_reduce(y)
+        return y
+
+    @staticmethod
+    def backward(ctx: object, grad: torch.Tensor) -> torch.Tensor:
+        g = grad.contiguous().clone()
+        dist.all_reduce(g)
+        return g
+
+
 class GlobalBatchNorm2d(nn.BatchNorm2d):
     """``nn.BatchNorm2d`` with batch statistics over all processes while training (NCHW input)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
         c = x.shape[1]
         xf = x.float()
         count = torch.full((1,), xf.numel() / c, dtype=torch.float32, device=x.device)
-        packed = all_reduce(torch.cat([xf.sum((0, 2, 3)), (xf * xf).sum((0, 2, 3)), count]))
+        packed = _AllReduceSum.apply(torch.cat([xf.sum((0, 2, 3)), (xf * xf).sum((0, 2, 3)), count]))
         n = packed[-1]
         mean = packed[:c] / n
         var = (packed[c:2 * c] / n - mean * mean).clamp_min(0)
