@@ -113,3 +113,13 @@ def test_vitlab_train_whitens_from_the_cli_and_refuses_a_negative_count(
     assert main(["train", *tiny, "--set", "init.whiten_images=-3", "--out", str(tmp_path / "bad")]) == 2
     assert "init.whiten_images" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()  # refused before anything is written
+
+
+def test_covariance_in_batches_equals_the_covariance_of_all_patches() -> None:
+    x = _smooth_images(30)
+    conv = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+    whole = torch.cov(F.unfold(x.double(), 3, padding=1, stride=2).transpose(1, 2).reshape(-1, 27).T)
+    torch.testing.assert_close(patch_covariance(x, conv), whole)
+    torch.testing.assert_close(patch_covariance(iter([x[:7], x[7:19], x[19:]]), conv), whole)
+    with pytest.raises(ValueError, match="no image patches"):
+        patch_covariance(iter([]), conv)

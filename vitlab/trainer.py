@@ -191,8 +191,8 @@ def _whiten_stem(model: torch.nn.Module, train_raw: Dataset, pre: Preprocess, n:
         raise ConfigError(f"init.whiten_images: {e}") from None
     idx = torch.randperm(len(train_raw), generator=torch.Generator().manual_seed(seed))[:n].tolist()
     tf = build_eval_transform(pre)
-    images = torch.stack([tf(train_raw[i][0]) for i in idx])  # (n, C, H, W)
-    pairs = whiten_conv_(conv, images)
+    batches = (torch.stack([tf(train_raw[i][0]) for i in idx[j:j + 256]]) for j in range(0, len(idx), 256))
+    pairs = whiten_conv_(conv, batches)  # batches of (<= 256, C, H, W): memory bounded at any resolution
     echo(f"init.whiten_images: the first conv ({conv.out_channels} filters, {conv.kernel_size[0]}x{conv.kernel_size[1]}"
          f" stride {conv.stride[0]}) starts as {pairs} whitening filter pairs of {len(idx)} training images' patches")
 

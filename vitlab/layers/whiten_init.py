@@ -1,7 +1,7 @@
 """Patch-whitening initialisation of the convolution that first sees the image.
 
 The filters become the principal directions of the training images' own k x k patches, scaled by
-1 / sqrt(eigenvalue), each with its negative (``[+w, -w]``, so a following ReLU keeps both signs):
+1 / sqrt(eigenvalue + eps), each with its negative (``[+w, -w]``, so a following ReLU keeps both signs):
 the layer starts as a whitening transform of its input patches instead of random projections.
 This is the patch-whitening first layer of the fast CIFAR-10 training line of work (Page's
 "How to train your ResNet", 2018; Jordan's airbench, 2024), applied here to a ViT's token stem.
@@ -9,6 +9,8 @@ Only the weights change; the layer stays trainable.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -31,17 +33,30 @@ def first_image_conv(model: nn.Module, in_chans: int) -> nn.Conv2d:
     return conv
 
 
-def patch_covariance(images: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
-    """images: (N, C, H, W), normalised as the model sees them -> (C*k*k, C*k*k) covariance of the
-    patches ``conv`` reads (its kernel, stride and padding), in ``conv.weight``'s flattening order."""
+def patch_covariance(images: torch.Tensor | Iterable[torch.Tensor], conv: nn.Conv2d) -> torch.Tensor:
+    """(N, C, H, W) images, or an iterable of such batches, normalised as the model sees them ->
+    the (C*k*k, C*k*k) covariance of the patches ``conv`` reads (its kernel, stride and padding), in
+    ``conv.weight``'s flattening order.
+
+    Moments are summed batch by batch in float64, so memory is one batch's patches, not all of them
+    (5,000 images at 224 with 16x16 patches would be ~6 GB unfolded at once).
+    """
     pad = conv.padding if isinstance(conv.padding, tuple) else (0, 0)  # "valid" / "same" strings: none here
-    patches = F.unfold(images.double(), conv.kernel_size, padding=pad, stride=conv.stride)  # (N, C*k*k, L)
-    flat = patches.transpose(1, 2).reshape(-1, patches.shape[1])  # (N*L, C*k*k)
-    return torch.cov(flat.T)
+    total, outer, count = None, None, 0
+    for batch in [images] if isinstance(images, torch.Tensor) else images:
+        patches = F.unfold(batch.double(), conv.kernel_size, padding=pad, stride=conv.stride)  # (n, D, L)
+        flat = patches.transpose(1, 2).reshape(-1, patches.shape[1])  # (n*L, D)
+        total = flat.sum(0) if total is None else total + flat.sum(0)
+        outer = flat.T @ flat if outer is None else outer + flat.T @ flat
+        count += flat.shape[0]
+    if total is None or count < 2:
+        raise ValueError("init.whiten_images: no image patches to estimate a covariance from")
+    mean = total / count
+    return (outer - count * torch.outer(mean, mean)) / (count - 1)
 
 
 @torch.no_grad()
-def whiten_conv_(conv: nn.Conv2d, images: torch.Tensor, eps: float = 1e-2) -> int:
+def whiten_conv_(conv: nn.Conv2d, images: torch.Tensor | Iterable[torch.Tensor], eps: float = 1e-2) -> int:
     """Set ``conv``'s weights to whitening filters of ``images``' patches; returns how many pairs.
 
     With D = C*k*k patch dimensions and O output channels, the top ``min(D, O // 2)`` eigenvectors
@@ -50,9 +65,10 @@ def whiten_conv_(conv: nn.Conv2d, images: torch.Tensor, eps: float = 1e-2) -> in
 
     Args:
         conv: the image's first convolution (``first_image_conv``).
-        images: (N, C, H, W) training images, normalised as the model sees them.
-        eps: added to every eigenvalue (images are normalised to ~unit variance, so 1e-2 keeps the
-            flattest directions from being blown up 10x beyond the leading ones' scale).
+        images: (N, C, H, W) training images normalised as the model sees them, or an iterable of
+            such batches.
+        eps: added to every eigenvalue; pixels are normalised to ~unit variance, so 1e-2 caps the
+            gain of the flattest patch directions at 10 (1 / sqrt(1e-2)) instead of amplifying noise.
     """
     cov = patch_covariance(images, conv)
     eigvals, eigvecs = torch.linalg.eigh(cov)  # ascending
