@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vitlab.api import create_model
-from vitlab.config import resolve_config
+from vitlab.config import TrainConfig, resolve_config
 from vitlab.errors import ConfigError
 from vitlab.layers.whiten_init import first_image_conv, patch_covariance, whiten_conv_
 
@@ -61,7 +61,7 @@ def test_first_image_conv_finds_the_stem_of_each_model_kind() -> None:
         first_image_conv(nn.Sequential(nn.Conv2d(3, 6, 3, groups=3)), 3)
 
 
-def _cfg(whiten: int, **init: object) -> object:
+def _cfg(whiten: int, **init: object) -> TrainConfig:
     return resolve_config(None, [{"model": "vit_pico_patch4_28", "precision": "fp32", "model_args": {
         "stem": "conv", "stem_args": {"channels": [16, 32]}, "depth": 1, "embed_dim": 32, "num_heads": 2,
         "mlp_dim": 64}, "data": {"train": "mnist", "test": None, "batch_size": 16,

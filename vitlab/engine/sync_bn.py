@@ -27,7 +27,7 @@ class _AllReduceSum(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: object, grad: torch.Tensor) -> torch.Tensor:
-        g = grad.contiguous().clone()
+        g = grad.clone(memory_format=torch.contiguous_format)  # one copy; the incoming grad stays untouched
         dist.all_reduce(g)
         return g
 

@@ -20,16 +20,16 @@ from torch import nn
 def first_image_conv(model: nn.Module, in_chans: int) -> nn.Conv2d:
     """The first ``nn.Conv2d`` (in module order) that reads ``in_chans`` channels: the image's.
 
-    Raises ValueError when the model has none, or when that conv is grouped or dilated (its patches
-    are then not the plain k x k x C ones this init whitens).
+    Raises ValueError when the model has none, or when that conv is grouped, dilated or padded by
+    name ("same" / "valid") (its patches are then not the plain k x k x C ones this init whitens).
     """
     conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d) and m.in_channels == in_chans), None)
     if conv is None:
         raise ValueError(f"the model has no convolution over the {in_chans}-channel image to whiten "
                          "(init.whiten_images needs a conv or patch-embedding stem)")
-    if conv.groups != 1 or conv.dilation != (1, 1):
-        raise ValueError(f"the image's first convolution is grouped or dilated ({conv}); init.whiten_images "
-                         "whitens plain k x k patches only")
+    if conv.groups != 1 or conv.dilation != (1, 1) or isinstance(conv.padding, str):
+        raise ValueError(f"the image's first convolution ({conv}) is grouped or dilated, or padded by name; "
+                         "init.whiten_images whitens plain k x k patches only")
     return conv
 
 
@@ -41,15 +41,15 @@ def patch_covariance(images: torch.Tensor | Iterable[torch.Tensor], conv: nn.Con
     Moments are summed batch by batch in float64, so memory is one batch's patches, not all of them
     (5,000 images at 224 with 16x16 patches would be ~6 GB unfolded at once).
     """
-    pad = conv.padding if isinstance(conv.padding, tuple) else (0, 0)  # "valid" / "same" strings: none here
-    total, outer, count = None, None, 0
+    d = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+    total, outer, count = torch.zeros(d, dtype=torch.float64), torch.zeros(d, d, dtype=torch.float64), 0
     for batch in [images] if isinstance(images, torch.Tensor) else images:
-        patches = F.unfold(batch.double(), conv.kernel_size, padding=pad, stride=conv.stride)  # (n, D, L)
-        flat = patches.transpose(1, 2).reshape(-1, patches.shape[1])  # (n*L, D)
-        total = flat.sum(0) if total is None else total + flat.sum(0)
-        outer = flat.T @ flat if outer is None else outer + flat.T @ flat
+        patches = F.unfold(batch.double(), conv.kernel_size, padding=conv.padding, stride=conv.stride)  # (n, D, L)
+        flat = patches.transpose(1, 2).reshape(-1, d)  # (n*L, D)
+        total += flat.sum(0)
+        outer += flat.T @ flat
         count += flat.shape[0]
-    if total is None or count < 2:
+    if count < 2:
         raise ValueError("init.whiten_images: no image patches to estimate a covariance from")
     mean = total / count
     return (outer - count * torch.outer(mean, mean)) / (count - 1)
