@@ -156,3 +156,19 @@ def test_shift_views_move_the_content_one_pixel_and_repeat_the_edge() -> None:
     assert torch.equal(up_left[0, 0, -1, :-1], x[0, 0, -1, 1:]) and torch.equal(up_left[0, 0, :, -1], up_left[0, 0, :, -2])
     linear = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
     torch.testing.assert_close(tta_logits(linear, x, "shift"), linear((plain + down_right + up_left) / 3))
+
+
+def test_hflip_shift_is_the_mirror_pair_each_with_its_two_one_pixel_moves() -> None:
+    from vitlab.evaluation.tta import tta_views
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 5, 6)
+    views = tta_views(x, "hflip_shift")
+    mirror = x.flip(-1)
+    shifted = tta_views(x, "shift")[1:]
+    expected = [x, mirror, *shifted, *tta_views(mirror, "shift")[1:]]
+    assert len(views) == 6 and all(torch.equal(v, e) for v, e in zip(views, expected))
+    assert torch.equal(views[4][0, 0, 1:, 1:], mirror[0, 0, :-1, :-1])  # the mirror moved down-right, by hand
+    linear = nn.Sequential(nn.Flatten(), nn.Linear(3 * 5 * 6, 4))  # f linear: mean of f = f of the mean view
+    torch.testing.assert_close(tta_logits(linear, x, "hflip_shift"), linear(sum(expected) / 6), rtol=0, atol=1e-5)
+    assert (tta_logits(linear, x, "hflip_shift") - tta_logits(linear, x, "hflip")).abs().max() > 1e-3  # not hflip's

@@ -164,7 +164,7 @@ class TrainConfig:
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     eval_every: int = 1
-    tta: Literal["none", "hflip", "shift"] = "none"  # test-time augmentation of val and test (vitlab.evaluation.tta)
+    tta: Literal["none", "hflip", "shift", "hflip_shift"] = "none"  # test-time augmentation of val and test (vitlab.evaluation.tta)
     log_every: int = 20
     max_steps_per_epoch: int | None = None  # cap for smoke runs
     max_eval_images: int | None = None  # evaluate on the first N validation images only (smoke runs)

@@ -106,7 +106,7 @@ FLAGS: tuple[FieldFlag, ...] = (
     FieldFlag(("--cutmix",), "cutmix", "mixup.cutmix_alpha", AUG, "CutMix alpha (mixup.cutmix_alpha; 0: off).", float),
     FieldFlag(("--smoothing",), "smoothing", "optim.label_smoothing", AUG, "Label smoothing (optim.label_smoothing).", float),
     FieldFlag(("--tta",), "tta", "tta", AUG, "Test-time augmentation of validation and test (tta): hflip averages "
-              "each image's logits with its mirror's (photos); shift with two copies moved one pixel (digits too).", _choices(TrainConfig, "tta")),
+              "each image's logits with its mirror's (photos); shift with two copies moved one pixel (digits too); hflip_shift both (six views).", _choices(TrainConfig, "tta")),
     FieldFlag(("--epochs",), "epochs", "epochs", OPTIM, "Training epochs.", int),
     FieldFlag(("--lr",), "lr", "optim.lr", OPTIM, "Peak learning rate (optim.lr).", float),
     FieldFlag(("--opt",), "opt", "optim.name", OPTIM, "Optimizer (optim.name).", _choices(OptimSettings, "name")),

@@ -16,7 +16,7 @@ from vitlab.evaluation.tta import TTA_MODES, check_tta
 TTA_OPTION = click.option(
     "--tta", type=click.Choice(list(TTA_MODES)), default=None,
     help="Test-time augmentation: hflip averages each image's logits with its mirror's (photos); shift with "
-         "two copies moved one pixel diagonally (digits too). Default: the checkpoint's own (its training "
+         "two copies moved one pixel diagonally (digits too); hflip_shift both (six views, photos). Default: the checkpoint's own (its training "
          "run's tta), else none.")
 
 

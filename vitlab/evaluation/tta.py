@@ -6,6 +6,10 @@
   column repeated into the gap, so no fill value has to be guessed on a normalised tensor). For
   data whose class survives a small translation, digits included; three views, so three times the
   cost of a plain evaluation (two diagonal copies rather than four axis-aligned ones keep it there).
+* ``hflip_shift``: both of the above for photos: the image and its mirror, each also moved one
+  pixel down-right and up-left (six views, six times the cost). Chosen for the CIFAR recipe on val
+  (benchmarks/cifar10_notes.md): training crops move the image by up to 4 pixels, so small moves
+  are views the model has seen.
 
 Each view is one call at the batch's own size, so a runtime compiled for a fixed batch (ONNX,
 OpenVINO) runs it unchanged. Logits, not probabilities, are averaged so the result is still a
@@ -22,7 +26,7 @@ from vitlab.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
-TTA_MODES = ("none", "hflip", "shift")
+TTA_MODES = ("none", "hflip", "shift", "hflip_shift")
 
 
 def check_tta(mode: str, where: str) -> str:
@@ -49,6 +53,9 @@ def tta_views(images: torch.Tensor, mode: str) -> list[torch.Tensor]:
         return [images, images.flip(-1)]
     if mode == "shift":
         return [images, _shifted(images, 1), _shifted(images, -1)]
+    if mode == "hflip_shift":
+        mirror = images.flip(-1)
+        return [images, mirror, _shifted(images, 1), _shifted(images, -1), _shifted(mirror, 1), _shifted(mirror, -1)]
     return [images]
 
 
