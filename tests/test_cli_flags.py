@@ -263,3 +263,16 @@ def test_a_recipes_stem_args_on_another_stem_name_the_field(tmp_path: Path, caps
     assert len(err) == 1 and "unknown argument(s) channels, extra in model_args.stem_args" in err[0]
     assert "--set model_args.stem_args={...}, or {} for none" in err[0]
     assert main([*argv, "--set", "model_args.stem_args={}"]) == 0  # the fix the line names works
+
+
+def test_a_dotted_set_inside_model_args_keeps_the_recipes_other_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--set model_args.stem_args.extra=2`` changes one argument of mnist's conv stem; a mapping given
+    as the value (``--set model_args.stem_args={extra: 2}``) replaces the recipe's whole, as documented."""
+    recipe = _resolved(capsys, "--config", "mnist")["model_args"]["stem_args"]
+    assert recipe == {"channels": [48, 96], "extra": 1}
+    dotted = _resolved(capsys, "--config", "mnist", "--set", "model_args.stem_args.extra=2")["model_args"]
+    assert dotted["stem_args"] == {"channels": [48, 96], "extra": 2} and dotted["depth"] == 3
+    whole = _resolved(capsys, "--config", "mnist", "--set", "model_args.stem_args={extra: 2}")["model_args"]
+    assert whole["stem_args"] == {"extra": 2}  # negative control: the channels are gone (the old dotted result)
+    assert _resolved(capsys, "--config", "mnist", "--set", "data.augment.affine_degrees=5")["data"]["augment"][
+        "affine_translate"] == 0.1  # sections still merge key by key

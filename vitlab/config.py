@@ -331,15 +331,20 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return plain(dataclasses.asdict(cfg))
 
 
-def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+class _Dotted(dict):
+    """A level of a dotted ``--set`` key (``model_args.stem_args.extra=2``): merged into what is there."""
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any], deep: bool = True) -> dict[str, Any]:
+    """``update`` over ``base``. Config sections merge key by key all the way down; inside
+    ``model_args`` (a model's own arguments) a mapping given as a value replaces the old one whole
+    (another stem's arguments must not inherit this one's), except along a dotted ``--set`` path."""
     out = dict(base)
     for k, v in update.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "model_args":
-            out[k] = _merge(out[k], v)
-        elif isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = {**out[k], **v}
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and (deep or isinstance(v, _Dotted)):
+            out[k] = _merge(out[k], v, deep and k != "model_args")
         else:
-            out[k] = v
+            out[k] = _merge({}, v, deep) if isinstance(v, _Dotted) else v  # plain dicts from here on
     return out
 
 
@@ -352,11 +357,11 @@ def parse_assignment(text: str) -> dict[str, Any]:
         value = yaml.safe_load(raw) if raw != "" else ""
     except yaml.YAMLError:
         value = raw
-    node: dict[str, Any] = {}
+    node: dict[str, Any] = _Dotted()
     cur = node
     parts = key.strip().split(".")
     for part in parts[:-1]:
-        cur[part] = {}
+        cur[part] = _Dotted()
         cur = cur[part]
     cur[parts[-1]] = value
     return node
