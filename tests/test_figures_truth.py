@@ -229,6 +229,19 @@ def test_lr_curve_has_every_step(drawn: list) -> None:
     assert drawn[-1].axes[2].get_title() == "learning rate (logged every 10 steps)"
 
 
+def test_curves_draw_the_emas_validation_when_it_is_the_only_one(drawn: list) -> None:
+    train = [{"kind": "train", "epoch": 0, "step": s, "loss": 1.0, "lr": 1e-3} for s in (1, 2, 3, 4)]
+    ema = [{"kind": "epoch", "epoch": e, "step": 2 * e + 2, "ema_val_loss": 0.5 - 0.1 * e, "ema_val_top1": 80.0 + e}
+           for e in (0, 1)]
+    plots.save_curves(train + ema, io.BytesIO())  # a run with ema.validate_raw: false
+    acc = drawn[-1].axes[1]
+    assert [t.get_text() for t in acc.get_legend().get_texts()] == ["EMA val top-1"]
+    assert list(acc.lines[0].get_ydata()) == [80.0, 81.0]
+    raw = [dict(r, val_loss=0.9, val_top1=50.0) for r in ema]  # both present: the raw weights' curve, as before
+    plots.save_curves(train + raw, io.BytesIO())
+    assert list(drawn[-1].axes[1].lines[0].get_ydata()) == [50.0, 50.0]
+
+
 def test_prediction_caption() -> None:
     assert prediction_caption("cat", 0.514, "dog") == "cat (p=0.51), true: dog"
     assert prediction_caption("cat", 0.5) == "cat (p=0.50)"

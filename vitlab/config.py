@@ -125,6 +125,7 @@ class EmaSettings:
 
     decay: float | None = None
     warmup: bool = True
+    validate_raw: bool = True  # false: validate the EMA weights only (best_metric ema_*), half the val cost
 
 
 @dataclass
@@ -336,9 +337,8 @@ class _Dotted(dict):
 
 
 def _merge(base: dict[str, Any], update: dict[str, Any], deep: bool = True) -> dict[str, Any]:
-    """``update`` over ``base``. Config sections merge key by key all the way down; inside
-    ``model_args`` (a model's own arguments) a mapping given as a value replaces the old one whole
-    (another stem's arguments must not inherit this one's), except along a dotted ``--set`` path."""
+    """``update`` over ``base``, key by key all the way down, except that inside ``model_args`` a mapping
+    value replaces the old one whole (another stem must not inherit its arguments) off a dotted path."""
     out = dict(base)
     for k, v in update.items():
         if isinstance(v, dict) and isinstance(out.get(k), dict) and (deep or isinstance(v, _Dotted)):

@@ -323,16 +323,19 @@ def save_curves(records: Sequence[dict], dest: Dest):
 
     plt = _pyplot()
     train = [r for r in records if r.get("kind") == "train" and "loss" in r]
-    ep = [r for r in records if r.get("kind") == "epoch" and "val_loss" in r]
+    epochs = [r for r in records if r.get("kind") == "epoch"]
+    # the raw weights' validation, else the EMA's (a run with ema.validate_raw: false has only that)
+    pre, name = ("val_", "val") if any("val_loss" in r for r in epochs) else ("ema_val_", "EMA val")
+    ep = [r for r in epochs if f"{pre}loss" in r]
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.4))
     if train:
         axes[0].plot([r["step"] for r in train], [r["loss"] for r in train], lw=1, label="train loss (step)")
     if ep:
-        axes[0].plot([r["step"] for r in ep], [r["val_loss"] for r in ep], marker="o", label="val loss (epoch)")
-        axes[1].plot([r["epoch"] + 1 for r in ep], [r["val_top1"] for r in ep], marker="o", label="val top-1")
-        if any("val_top5" in r for r in ep):
-            axes[1].plot([r["epoch"] + 1 for r in ep], [r.get("val_top5", float("nan")) for r in ep], marker="s",
-                         label="val top-5")
+        axes[0].plot([r["step"] for r in ep], [r[f"{pre}loss"] for r in ep], marker="o", label=f"{name} loss (epoch)")
+        axes[1].plot([r["epoch"] + 1 for r in ep], [r[f"{pre}top1"] for r in ep], marker="o", label=f"{name} top-1")
+        if any(f"{pre}top5" in r for r in ep):
+            axes[1].plot([r["epoch"] + 1 for r in ep], [r.get(f"{pre}top5", float("nan")) for r in ep], marker="s",
+                         label=f"{name} top-5")
     steps, rates, spacing = lr_points(records)
     axes[2].plot(steps, rates, lw=1, marker="." if len(steps) <= 200 else None, ms=3, label="lr")
     axes[2].set_title(lr_title(spacing), fontsize=9)

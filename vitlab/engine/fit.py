@@ -90,6 +90,9 @@ def _build(task: Task, model: nn.Module, s: EngineSettings, make_optimizer: Opti
            weights: dict[str, torch.Tensor] | None, echo: Callable[[str], None]) -> Session:
     if s.fsdp and s.ema_decay:
         raise ConfigError("fsdp and ema.decay cannot be combined yet: the EMA needs unsharded weights")
+    if not s.ema_validate_raw and not (s.ema_decay and s.best_metric.startswith("ema_")):
+        raise ConfigError(f"ema.validate_raw=false validates only the EMA weights: it needs ema.decay and an ema_ "
+                          f"checkpoint.best_metric (got {s.ema_decay}, {s.best_metric})")
     n_steps = steps_per_epoch(len(task.train_data), s, info.world_size, task.drop_last)  # type: ignore[arg-type]
     if weights is not None:  # before sharding / wrapping
         from vitlab.weights.vitlab_format import load_state_checked
@@ -137,7 +140,8 @@ def _loader(ss: Session, epoch: int, start_batch: int) -> DataLoader:
 
 def _validate(ss: Session, epoch: int, step: int, best: tuple[float, int]) -> tuple[dict[str, float], tuple[float, int]]:
     """Validation metrics (and the EMA's); writes ``best.safetensors`` when the chosen metric improves."""
-    last = ss.task.evaluate(ss.model, ss.device, ss.s.precision, ss.info, "val_")
+    raw = ss.ema is None or ss.s.ema_validate_raw
+    last = ss.task.evaluate(ss.model, ss.device, ss.s.precision, ss.info, "val_") if raw else {}
     if ss.ema is not None:
         last.update(ss.task.evaluate(ss.ema.module, ss.device, ss.s.precision, ss.info, "ema_val_"))
     metric = ss.s.best_metric

@@ -26,6 +26,7 @@ class EngineSettings:
         keep: resumable checkpoints kept.
         best_metric: the validation metric that chooses ``best.safetensors``.
         ema_decay, ema_warmup: exponential moving average of the weights (None: off).
+        ema_validate_raw: validate the trained weights too, not only the EMA's.
         precision: fp32, bf16 or fp16 (resolved already).
         compile: torch.compile the model.
         fsdp: shard parameters with FSDP2 under torchrun (else DDP).
@@ -50,6 +51,7 @@ class EngineSettings:
     best_metric: str = "val_top1"
     ema_decay: float | None = None
     ema_warmup: bool = True
+    ema_validate_raw: bool = True
     precision: str = "fp32"
     compile: bool = False
     fsdp: bool = False
@@ -66,5 +68,5 @@ def settings_from_config(cfg: Any, precision: str) -> EngineSettings:
         max_bad_steps=cfg.max_bad_steps, max_skipped_fraction=cfg.max_skipped_fraction, log_every=cfg.log_every, eval_every=cfg.eval_every,
         max_steps_per_epoch=cfg.max_steps_per_epoch, checkpoint_every=cfg.checkpoint.every_steps,
         keep=cfg.checkpoint.keep, best_metric=cfg.checkpoint.best_metric, ema_decay=cfg.ema.decay,
-        ema_warmup=cfg.ema.warmup, precision=precision, compile=cfg.compile, fsdp=cfg.fsdp, sync_bn=cfg.sync_bn,
+        ema_warmup=cfg.ema.warmup, ema_validate_raw=cfg.ema.validate_raw, precision=precision, compile=cfg.compile, fsdp=cfg.fsdp, sync_bn=cfg.sync_bn,
         tensorboard=cfg.tensorboard)

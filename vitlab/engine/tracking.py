@@ -118,14 +118,15 @@ def write_plots(metrics: Path, folder: Path) -> list[Path]:
     written = []
     if train:
         steps = [r["step"] for r in train]
-        val = [r for r in epochs if "val_loss" in r]
         loss = [("train (per logged step)", steps, [r["loss"] for r in train], "-")]
-        loss += [("validation", [r["step"] for r in val], [r["val_loss"] for r in val], "o-")] if val else []
+        for key, label, style in (("val_loss", "validation", "o-"), ("ema_val_loss", "EMA validation", "o--")):
+            val = [r for r in epochs if key in r]  # ema.validate_raw: false leaves only the EMA's
+            loss += [(label, [r["step"] for r in val], [r[key] for r in val], style)] if val else []
         written.append(_figure(folder / "loss.png", loss, "optimizer step", "loss", "loss"))
         lr_steps, rates, spacing = lr_points(records)  # every step the log holds: the warmup ramp shows
         written.append(_figure(folder / "lr.png", [("lr", lr_steps, rates, ".-" if len(rates) <= 200 else "-")],
                                "optimizer step", "learning rate", lr_title(spacing)))
-    if any("val_top1" in r for r in epochs):
+    if any("val_top1" in r or "ema_val_top1" in r for r in epochs):
         acc = (_by_epoch(epochs, "train_top1", "train top-1", "o-") + _by_epoch(epochs, "val_top1", "val top-1", "o-")
                + _by_epoch(epochs, "ema_val_top1", "EMA val top-1", "o--"))
         written.append(_figure(folder / "accuracy.png", acc, "epoch", "accuracy (%)", "accuracy"))
