@@ -90,13 +90,15 @@ def main() -> None:
         "Validation top-1 (500 digits) after each epoch" + (f", val and test under the recipe's `tta: {test['tta']}`:"
                                                             if test.get("tta", "none") != "none" else ":"),
         "",
-        "| epoch | train loss | val top-1 | EMA val top-1 | epoch time |",
-        "|---|---|---|---|---|",
     ]
+    # the raw weights' columns only where they were validated (the recipe's ema.validate_raw: false skips them)
+    keys = [k for k in ("val_top1", "val_loss", "ema_val_top1", "ema_val_loss") if any(k in r for r in epochs)]
+    heads = {"val_top1": "val top-1", "val_loss": "val loss", "ema_val_top1": "EMA val top-1", "ema_val_loss": "EMA val loss"}
+    lines += ["| epoch | train loss | " + " | ".join(heads[k] for k in keys) + " | epoch time |",
+              "|---|---|" + "---|" * len(keys) + "---|"]
     for r in epochs:
-        top1 = f"{r['val_top1']:.2f}%" if "val_top1" in r else ""
-        ema = f"{r['ema_val_top1']:.2f}%" if "ema_val_top1" in r else ""
-        lines.append(f"| {r['epoch'] + 1} | {r['train_loss']:.4f} | {top1} | {ema} | {r['seconds']:.1f} s |")
+        cells = [(f"{r[k]:.4f}" if k.endswith("loss") else f"{r[k]:.2f}%") if k in r else "" for k in keys]
+        lines.append(f"| {r['epoch'] + 1} | {r['train_loss']:.4f} | " + " | ".join(cells) + f" | {r['seconds']:.1f} s |")
     curve = ROOT / "docs" / "figures" / "mnist_accuracy.png"  # the run's own plot (train / val top-1 per epoch)
     shutil.copyfile(ROOT / args.out / "accuracy.png", curve)
     lines += ["", f"![train and val top-1 per epoch](figures/{curve.name})"]
