@@ -20,6 +20,7 @@ import click
 from vitlab.cli.help_groups import GroupedOption
 from vitlab.config import OptimSettings, TrainConfig, parse_assignment
 from vitlab.errors import ConfigError
+from vitlab.evaluation.tta import MODES_HELP
 
 DEFAULT_TAG = "default"  # bare --pretrained
 TIMM_EMA_DECAY = 0.9998  # timm's --model-ema-decay default
@@ -105,8 +106,8 @@ FLAGS: tuple[FieldFlag, ...] = (
     FieldFlag(("--mixup",), "mixup", "mixup.mixup_alpha", AUG, "Mixup alpha (mixup.mixup_alpha; 0: off).", float),
     FieldFlag(("--cutmix",), "cutmix", "mixup.cutmix_alpha", AUG, "CutMix alpha (mixup.cutmix_alpha; 0: off).", float),
     FieldFlag(("--smoothing",), "smoothing", "optim.label_smoothing", AUG, "Label smoothing (optim.label_smoothing).", float),
-    FieldFlag(("--tta",), "tta", "tta", AUG, "Test-time augmentation of validation and test (tta): hflip averages "
-              "each image's logits with its mirror's (photos); shift with two copies moved one pixel (digits too); hflip_shift both (six views).", _choices(TrainConfig, "tta")),
+    FieldFlag(("--tta",), "tta", "tta", AUG, f"Test-time augmentation of validation and test (tta): {MODES_HELP}.",
+              _choices(TrainConfig, "tta")),
     FieldFlag(("--epochs",), "epochs", "epochs", OPTIM, "Training epochs.", int),
     FieldFlag(("--lr",), "lr", "optim.lr", OPTIM, "Peak learning rate (optim.lr).", float),
     FieldFlag(("--opt",), "opt", "optim.name", OPTIM, "Optimizer (optim.name).", _choices(OptimSettings, "name")),

@@ -11,13 +11,11 @@ from typing import Any
 
 import click
 
-from vitlab.evaluation.tta import TTA_MODES, check_tta
+from vitlab.evaluation.tta import MODES_HELP, TTA_MODES, check_tta
 
 TTA_OPTION = click.option(
     "--tta", type=click.Choice(list(TTA_MODES)), default=None,
-    help="Test-time augmentation: hflip averages each image's logits with its mirror's (photos); shift with "
-         "two copies moved one pixel diagonally (digits too); hflip_shift both (six views, photos). Default: the checkpoint's own (its training "
-         "run's tta), else none.")
+    help=f"Test-time augmentation: {MODES_HELP}. Default: the checkpoint's own (its training run's tta), else none.")
 
 
 def resolve_tta(flag: str | None, info: dict[str, Any]) -> str:

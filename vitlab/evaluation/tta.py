@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     import torch
 
 TTA_MODES = ("none", "hflip", "shift", "hflip_shift")
+# the modes in one line, for every --tta's help
+MODES_HELP = ("hflip averages each image's logits with its mirror's (photos); shift with two copies moved one "
+              "pixel diagonally (digits too); hflip_shift both (six views, photos)")
 
 
 def check_tta(mode: str, where: str) -> str:
