@@ -92,8 +92,8 @@ def main() -> None:
         "",
     ]
     # the raw weights' columns only where they were validated (the recipe's ema.validate_raw: false skips them)
-    keys = [k for k in ("val_top1", "val_loss", "ema_val_top1", "ema_val_loss") if any(k in r for r in epochs)]
     heads = {"val_top1": "val top-1", "val_loss": "val loss", "ema_val_top1": "EMA val top-1", "ema_val_loss": "EMA val loss"}
+    keys = [k for k in heads if any(k in r for r in epochs)]
     lines += ["| epoch | train loss | " + " | ".join(heads[k] for k in keys) + " | epoch time |",
               "|---|---|" + "---|" * len(keys) + "---|"]
     for r in epochs:

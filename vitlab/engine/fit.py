@@ -140,8 +140,8 @@ def _loader(ss: Session, epoch: int, start_batch: int) -> DataLoader:
 
 def _validate(ss: Session, epoch: int, step: int, best: tuple[float, int]) -> tuple[dict[str, float], tuple[float, int]]:
     """Validation metrics (and the EMA's); writes ``best.safetensors`` when the chosen metric improves."""
-    raw = ss.ema is None or ss.s.ema_validate_raw
-    last = ss.task.evaluate(ss.model, ss.device, ss.s.precision, ss.info, "val_") if raw else {}
+    # ema_validate_raw is false only with an EMA (checked in _build)
+    last = ss.task.evaluate(ss.model, ss.device, ss.s.precision, ss.info, "val_") if ss.s.ema_validate_raw else {}
     if ss.ema is not None:
         last.update(ss.task.evaluate(ss.ema.module, ss.device, ss.s.precision, ss.info, "ema_val_"))
     metric = ss.s.best_metric
