@@ -5,8 +5,9 @@ matrix kept). When anyone needs the attention probabilities, the explicit path c
 ``softmax(q k^T / sqrt(d))`` in the named submodule :attr:`Attention.attend`, whose output a
 forward hook can read. The explicit path is taken automatically when a hook is registered on
 ``attend`` (this is how the one recorder, :mod:`vitlab.layers.recorder`, captures maps for
-``forward_intermediates(return_attn=True)`` and :mod:`vitlab.analysis`), or always when ``fused``
-is False. Both paths compute the same function.
+``forward_intermediates(return_attn=True)`` and :mod:`vitlab.analysis`), when a bf16 training step
+runs on the CPU (where the fused kernel's backward is slow: :func:`_fused_backward_is_slow`), or
+always when ``fused`` is False. Both paths compute the same function.
 
 Subclasses (DeepViT's re-attention) change what happens to the probabilities by overriding
 :meth:`Attention.transform_attn`; they are still found by ``isinstance(m, Attention)``.
@@ -124,7 +125,8 @@ class Attention(AttentionBase):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, T, D) -> (B, T, D)."""
         B, T, D = x.shape
-        if self.wants_maps() or type(self).transform_attn is not Attention.transform_attn:
+        if (self.wants_maps() or type(self).transform_attn is not Attention.transform_attn
+                or _fused_backward_is_slow(x, self.training)):
             qkv = self.qkv(x).reshape(B, T, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
             # One copy makes q, k, v contiguous: batched matmuls on the permuted views are ~1.35x
             # slower on the CPU (measured), which made capturing the maps cost more than it must.
@@ -141,6 +143,23 @@ class Attention(AttentionBase):
             out = self.fused_attention(q, k, v, self.attn_drop.p if self.training else 0.0)
         out = out.transpose(1, 2).reshape(B, T, D)  # (B, T, H * hd)
         return self.proj_drop(self.proj(out))
+
+
+def _fused_backward_is_slow(x: torch.Tensor, training: bool) -> bool:
+    """True when a bf16 training step runs on the CPU: there the explicit path is the faster one.
+
+    The CPU flash-attention kernel's bf16 backward runs ~10x its own fp32 time at ViT token
+    counts (torch 2.14, 2 AMX cores: 48 against 4.5 ms a call for the CIFAR recipe's 64 tokens),
+    while the explicit path's batched matmuls use the bf16 units. Measured on training steps
+    (forward + backward, bf16 autocast): the explicit path runs 1.9-2.4x the fused one for the
+    CIFAR recipe's ViT, 2.2-2.4x for the MNIST recipe's and 1.2-1.6x for ViT-S/16 at 224, and so makes
+    bf16 training faster than fp32 where it was slower (docs/benchmarks.md). Both paths compute
+    the same function; inference keeps the fused kernel (its bf16 forward is not slow).
+    """
+    if not (training and torch.is_grad_enabled() and x.device.type == "cpu"):
+        return False
+    autocast_bf16 = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    return autocast_bf16 or x.dtype == torch.bfloat16
 
 
 AttnFactory = Callable[..., Attention]  # (dim, num_heads, qkv_bias=, attn_drop=, proj_drop=) -> Attention
