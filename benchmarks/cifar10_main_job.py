@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from cifar10_throughput import step_rate  # beside this script
 
-from vitlab.config import TrainConfig, resolve_config
+from vitlab.config import TrainConfig, read_yaml, resolve_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cifar10_jpg"
@@ -50,13 +50,15 @@ def knn_accuracy(data: Path, k: int = 5) -> float:
     return 100.0 * correct / len(xte)
 
 
-def machine_speed(cfg: TrainConfig) -> float:
-    """Raw training-step speed (images/s) of the recipe's model and batch size on random batches.
+def machine_speed(cfg: TrainConfig) -> str:
+    """Raw training-step speed (images/s) of the recipe's model and batch size on random batches, fp32 and bf16.
 
     Shared cloud CPUs vary in speed over a day (we have seen 300 to 600 images/s for the same
     steps), so the report states the speed the machine had around the timed run.
     """
-    return step_rate(cfg.model_args, cfg.data.batch_size, steps=20, model_name=cfg.model)[1]
+    rates = {p: step_rate(cfg.model_args, cfg.data.batch_size, steps=20, model_name=cfg.model, precision=p)[1]
+             for p in ("fp32", "bf16")}
+    return " / ".join(f"{r:.0f}" for r in rates.values())
 
 
 def main() -> None:
@@ -85,6 +87,7 @@ def main() -> None:
     test = next(r for r in records if r["kind"] == "test")  # the checkpoint chosen on val, scored once
     best = max((r for r in epochs if "val_top1" in r), key=lambda r: r["val_top1"])
     speed_after = machine_speed(recipe)
+    precision = read_yaml(run / "config.yaml")["precision"]  # what the run's `auto` chose
     knn = knn_accuracy(args.data)
     figures = ROOT / "docs" / "figures"
     figures.mkdir(parents=True, exist_ok=True)
@@ -104,8 +107,9 @@ def main() -> None:
         "No pre-training, no extra data; the model starts from random weights (seed 0).",
         "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads; raw training-step speed of this model (benchmarks/cifar10_throughput.py) "
-        f"{speed_before:.0f} images/s before the run and {speed_after:.0f} after. Reproduce: `.venv/bin/python benchmarks/cifar10_main_job.py`.",
+        f"{torch.get_num_threads()} threads; raw training-step speed of this model (benchmarks/cifar10_throughput.py), "
+        f"fp32 / bf16: {speed_before} images/s before the run and {speed_after} after; the run trained in "
+        f"{precision} (`precision` in its config.yaml). Reproduce: `.venv/bin/python benchmarks/cifar10_main_job.py`.",
         "",
         f"Target (issue 17 §3): >= {TARGET_TOP1:.0f}% test top-1 within {TARGET_SECONDS // 60} minutes wall: "
         f"**{'met' if met else 'not met'}**.",

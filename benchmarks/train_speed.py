@@ -85,17 +85,18 @@ def build_pair(name: str, kwargs: dict[str, Any]) -> tuple[nn.Module, nn.Module,
     return ours, peer, diff
 
 
-def vitlab_step(model: nn.Module, num_classes: int, compile: bool = False) -> Step:
+def vitlab_step(model: nn.Module, num_classes: int, compile: bool = False, precision: str = "fp32") -> Step:
     """One optimizer step through the engine (train_one_epoch over a one-batch loader); returns its loss.
 
     ``compile``: the step runs through ``torch.compile(model)``, as ``compile: true`` has the engine do
     (the optimizer holds the same parameters; compilation happens in the untimed warm-up round).
+    ``precision``: the engine's own (``bf16``: its CPU autocast, as ``vitlab train --precision bf16``).
     """
     run = torch.compile(model) if compile else model
     task = ClassificationTask(None, None, [str(i) for i in range(num_classes)], label_smoothing=SMOOTH)  # type: ignore[arg-type]
     opt = build_optimizer(model, "adamw", LR, WD)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-    opts, guard = StepOptions(clip_grad=CLIP, log_every=1), NonFiniteGuard("stop")
+    opts, guard = StepOptions(precision=precision, clip_grad=CLIP, log_every=1), NonFiniteGuard("stop")
 
     def step(batch: Batch) -> float:
         records: list[dict[str, Any]] = []
@@ -106,8 +107,12 @@ def vitlab_step(model: nn.Module, num_classes: int, compile: bool = False) -> St
     return step
 
 
-def timm_step(model: nn.Module) -> tuple[Step, str]:
-    """timm train.py's step with timm's defaults; and a line naming its AdamW kernel."""
+def timm_step(model: nn.Module, precision: str = "fp32") -> tuple[Step, str]:
+    """timm train.py's step with timm's defaults; and a line naming its AdamW kernel.
+
+    ``precision="bf16"``: the forward and loss under CPU bf16 autocast, as train.py's ``--amp
+    --amp-dtype bfloat16`` does (no grad scaler for bf16).
+    """
     from timm.loss import LabelSmoothingCrossEntropy
     from timm.optim import create_optimizer_v2
     from timm.utils import dispatch_clip_grad
@@ -118,7 +123,8 @@ def timm_step(model: nn.Module) -> tuple[Step, str]:
     def step(batch: Batch) -> float:
         model.train()
         x, y = batch
-        loss = loss_fn(model(x), y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = loss_fn(model(x), y)
         opt.zero_grad()
         loss.backward()
         dispatch_clip_grad(model.parameters(), CLIP, mode="norm")
@@ -157,13 +163,13 @@ def race(steps: dict[str, Step], data: list[Batch]) -> tuple[dict[str, list[floa
     return times, losses
 
 
-def measure_model(key: str, rounds: int, compile: bool = False) -> dict[str, Any]:
+def measure_model(key: str, rounds: int, compile: bool = False, precision: str = "fp32") -> dict[str, Any]:
     """Images/s, per-round ratio, peak memory and both loss curves for one model of :data:`MODELS`."""
     name, kwargs, batch = MODELS[key]
     ours, peer, diff = build_pair(name, kwargs)
     classes = ours.config.num_classes
-    t_step, t_opt = timm_step(peer)
-    steps = {"vitlab": vitlab_step(ours, classes, compile), "timm": t_step}
+    t_step, t_opt = timm_step(peer, precision)
+    steps = {"vitlab": vitlab_step(ours, classes, compile, precision), "timm": t_step}
     shape = (batch, 3, *ours.config.img_size)
     before = load()
     times, losses = race(steps, batches(shape, classes, rounds + 1))
@@ -172,6 +178,7 @@ def measure_model(key: str, rounds: int, compile: bool = False) -> dict[str, Any
     memory = {k: step_peak_mib(s, lambda: extra, torch.device("cpu")) for k, s in steps.items()}
     curve_diff = max(abs(a - b) for a, b in zip(losses["vitlab"], losses["timm"]))
     return {"model": name, "args": kwargs, "batch": batch, "rounds": rounds, "logit_diff": diff, "compile": compile,
+            "precision": precision,
             "timm_optimizer": t_opt, "load_before": before, "load_after": load(),
             "images_per_s": {k: batch / statistics.median(v) for k, v in times.items()},
             "ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
@@ -182,7 +189,7 @@ def measure_model(key: str, rounds: int, compile: bool = False) -> dict[str, Any
 def print_model(r: dict[str, Any]) -> None:
     """The model's figures, in lines."""
     ips, mem = r["images_per_s"], r["peak_mib"]
-    print(f"\n{r['model']} {r['args'] or ''} batch {r['batch']}{' (vitlab compiled)' if r['compile'] else ''}, {r['rounds']} rounds after 1 warm-up "
+    print(f"\n{r['model']} {r['args'] or ''} batch {r['batch']}{' (vitlab compiled)' if r['compile'] else ''}, {r['precision']}, {r['rounds']} rounds after 1 warm-up "
           f"(logits vs timm on the same weights: max diff {r['logit_diff']:.1e})")
     print(f"  {r['load_before']} before, {r['load_after']} after (a shared machine)")
     print(f"  images/s: vitlab {ips['vitlab']:.1f}, timm {ips['timm']:.1f}; vitlab/timm per-round median "
@@ -241,13 +248,15 @@ def main() -> None:
     parser.add_argument("--loader", default=None, help="CIFAR-10 JPEG folder: measure the recipe's loader")
     parser.add_argument("--out", default=None, help="write the figures as JSON here")
     parser.add_argument("--compile", action="store_true", help="vitlab's step through torch.compile (compile: true)")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="both steps in this precision (bf16: CPU autocast in both)")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; fp32")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; {args.precision}")
     out: dict[str, Any] = {"models": [], "loader": None}
     for key in [k for k in args.models.split(",") if k and k != "none"]:
         if key not in MODELS:
             raise SystemExit(f"--models: {key!r} is not one of {', '.join(MODELS)}")
-        out["models"].append(measure_model(key, args.rounds, args.compile))
+        out["models"].append(measure_model(key, args.rounds, args.compile, args.precision))
         print_model(out["models"][-1])
     if args.loader:
         r = out["loader"] = measure_loader(args.loader)

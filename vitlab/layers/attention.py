@@ -131,7 +131,13 @@ class Attention(AttentionBase):
             # One copy makes q, k, v contiguous: batched matmuls on the permuted views are ~1.35x
             # slower on the CPU (measured), which made capturing the maps cost more than it must.
             q, k, v = qkv.contiguous().unbind(0)  # each (B, H, T, hd)
-            attn = self.attend(self.logits(q, k))  # (B, H, T, T)
+            logits = self.logits(q, k)  # (B, H, T, T)
+            if logits.dtype in (torch.bfloat16, torch.float16):
+                # The softmax in fp32, as CUDA autocast and the fused kernel run it (CPU autocast would
+                # keep the logits' 8-bit mantissa through it); back to their dtype for the product with v.
+                attn = self.attend(logits.float()).to(logits.dtype)
+            else:
+                attn = self.attend(logits)
             attn = self.attn_drop(self.transform_attn(attn))
             out = attn @ v
         else:
