@@ -52,7 +52,7 @@ ALIASES = [
     (["--opt", "sgd"], "optim.name", "sgd"),
     (["--lr", "0.01"], "optim.lr", 0.01),
     (["--epochs", "3"], "epochs", 3),
-    (["--precision", "fp32"], "precision", "fp32"),
+    (["--precision", "bf16"], "precision", "bf16"),  # the mnist recipe pins fp32
     (["--strict-data"], "data.strict", True),
 ]
 
