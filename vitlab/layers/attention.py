@@ -132,12 +132,10 @@ class Attention(AttentionBase):
             # slower on the CPU (measured), which made capturing the maps cost more than it must.
             q, k, v = qkv.contiguous().unbind(0)  # each (B, H, T, hd)
             logits = self.logits(q, k)  # (B, H, T, T)
-            if logits.dtype in (torch.bfloat16, torch.float16):
-                # The softmax in fp32, as CUDA autocast and the fused kernel run it (CPU autocast would
-                # keep the logits' 8-bit mantissa through it); back to their dtype for the product with v.
-                attn = self.attend(logits.float()).to(logits.dtype)
-            else:
-                attn = self.attend(logits)
+            # bf16 / fp16 logits go through the softmax in fp32, as CUDA autocast and the fused kernel
+            # run it (CPU autocast would keep their 8-bit mantissa), then back for the product with v;
+            # fp32 and fp64 pass unchanged.
+            attn = self.attend(logits.to(torch.promote_types(logits.dtype, torch.float32))).to(logits.dtype)
             attn = self.attn_drop(self.transform_attn(attn))
             out = attn @ v
         else:
@@ -157,10 +155,11 @@ def _fused_backward_is_slow(x: torch.Tensor, training: bool) -> bool:
     The CPU flash-attention kernel's bf16 backward runs ~10x its own fp32 time at ViT token
     counts (torch 2.14, 2 AMX cores: 48 against 4.5 ms a call for the CIFAR recipe's 64 tokens),
     while the explicit path's batched matmuls use the bf16 units. Measured on training steps
-    (forward + backward, bf16 autocast): the explicit path runs 1.9-2.4x the fused one for the
-    CIFAR recipe's ViT, 2.2-2.4x for the MNIST recipe's and 1.2-1.6x for ViT-S/16 at 224, and so makes
-    bf16 training faster than fp32 where it was slower (docs/benchmarks.md). Both paths compute
-    the same function; inference keeps the fused kernel (its bf16 forward is not slow).
+    (forward + backward, bf16 autocast, before its softmax moved to fp32, which costs 5-11%):
+    the explicit path ran 1.9-2.4x the fused one for the CIFAR recipe's ViT, 2.2-2.4x for the
+    MNIST recipe's and 1.2-1.6x for ViT-S/16 at 224, and so makes bf16 training faster than fp32
+    where it was slower (docs/benchmarks.md). Both paths compute the same function; inference
+    keeps the fused kernel (its bf16 forward is not slow).
     """
     if not (training and torch.is_grad_enabled() and x.device.type == "cpu"):
         return False
