@@ -189,7 +189,8 @@ def measure_model(key: str, rounds: int, compile: bool = False, precision: str =
 def print_model(r: dict[str, Any]) -> None:
     """The model's figures, in lines."""
     ips, mem = r["images_per_s"], r["peak_mib"]
-    print(f"\n{r['model']} {r['args'] or ''} batch {r['batch']}{' (vitlab compiled)' if r['compile'] else ''}, {r['precision']}, {r['rounds']} rounds after 1 warm-up "
+    compiled = " (vitlab compiled)" if r["compile"] else ""
+    print(f"\n{r['model']} {r['args'] or ''} batch {r['batch']}{compiled}, {r['precision']}, {r['rounds']} rounds after 1 warm-up "
           f"(logits vs timm on the same weights: max diff {r['logit_diff']:.1e})")
     print(f"  {r['load_before']} before, {r['load_after']} after (a shared machine)")
     print(f"  images/s: vitlab {ips['vitlab']:.1f}, timm {ips['timm']:.1f}; vitlab/timm per-round median "

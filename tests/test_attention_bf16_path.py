@@ -2,10 +2,10 @@
 
 The CPU flash-attention kernel's bf16 backward is ~10x slower than its fp32 one at ViT token
 counts, so :mod:`vitlab.layers.attention` routes exactly that case (training, grad on, CPU, bf16
-autocast or bf16 inputs) through the explicit path. Which path ran is read by counting
-calls of the layer's ``fused_attention`` (a hook on ``attend`` would itself force the explicit
-path); the outputs are compared with a model
-forced onto each path (``fused=False`` / the fused kernel in eval mode).
+autocast or bf16 inputs) through the explicit path. Which path ran is read by counting calls of
+the layer's ``fused_attention`` (a hook on ``attend`` would itself force the explicit path); the
+outputs are compared with a layer forced onto each path (``fused=False`` / the fused kernel in
+eval mode).
 """
 
 from __future__ import annotations

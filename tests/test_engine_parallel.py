@@ -29,7 +29,8 @@ def _torchrun(args: list[str], port: int) -> None:
 
 def test_batchnorm_two_processes_match_one_only_with_sync_bn(digit_folder: Path, tmp_path: Path) -> None:
     base = ["train", "--data", str(digit_folder), "--model", "vit_nano_convstem_patch4_28", "--set", "model_args.depth=1",
-            "--epochs", "2", "--no-progress", "--device", "cpu", "--precision", "fp32", "--set", "log_every=1", "--set", "tensorboard=false"]
+            "--epochs", "2", "--no-progress", "--device", "cpu", "--precision", "fp32", "--set", "log_every=1",
+            "--set", "tensorboard=false"]
     one, synced, unsynced = tmp_path / "one", tmp_path / "synced", tmp_path / "unsynced"
     assert main([*base, "--batch-size", "8", "--out", str(one)]) == 0
     _torchrun([*base, "--batch-size", "4", "--out", str(synced)], 29541)  # sync_bn: null -> on under torchrun

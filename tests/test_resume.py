@@ -142,8 +142,8 @@ def test_two_processes_match_one_process(digit_folder: Path, tmp_path: Path, fsd
     """torchrun with 2 gloo processes x batch 4 == 1 process x batch 8 (no BatchNorm, no dropout)."""
     base = ["train", "--data", str(digit_folder), "--model", "vit_pico_patch7_28", "--set", "model_args.depth=2",
             "--set", "model_args.embed_dim=32", "--set", "model_args.num_heads=2", "--set", "model_args.mlp_dim=64",
-            "--epochs", "2", "--no-progress", "--device", "cpu", "--precision", "fp32", "--set", "log_every=1", "--set", "tensorboard=false",
-            "--set", "data.augment.affine_degrees=15"]
+            "--epochs", "2", "--no-progress", "--device", "cpu", "--precision", "fp32", "--set", "log_every=1",
+            "--set", "tensorboard=false", "--set", "data.augment.affine_degrees=15"]
     one, two = tmp_path / "one", tmp_path / "two"
     assert main([*base, "--batch-size", "8", "--out", str(one)]) == 0
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}

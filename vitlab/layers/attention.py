@@ -122,11 +122,15 @@ class Attention(AttentionBase):
         """q, k, v: (B, H, T, hd) -> softmax(logits) v, (B, H, T, hd), in one fused kernel."""
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
 
+    def _takes_explicit_path(self, x: torch.Tensor) -> bool:
+        """True when the maps are wanted, a subclass transforms them, or the fused kernel is the slow one."""
+        return (self.wants_maps() or type(self).transform_attn is not Attention.transform_attn
+                or _fused_backward_is_slow(x, self.training))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, T, D) -> (B, T, D)."""
         B, T, D = x.shape
-        if (self.wants_maps() or type(self).transform_attn is not Attention.transform_attn
-                or _fused_backward_is_slow(x, self.training)):
+        if self._takes_explicit_path(x):
             qkv = self.qkv(x).reshape(B, T, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
             # One copy makes q, k, v contiguous: batched matmuls on the permuted views are ~1.35x
             # slower on the CPU (measured), which made capturing the maps cost more than it must.
