@@ -102,3 +102,41 @@ def test_real_measurement_is_short_and_finite():
     speedup, seconds = precision.measure_bf16_speedup(CPU, 64, rounds=3, budget_s=0.05)
     assert math.isfinite(speedup) and speedup > 0
     assert seconds < 10  # a bound against a runaway loop, not a timing claim
+
+
+def _machine_clock(monkeypatch, others_cores: float):
+    """/proc/stat made to show other processes running ``others_cores`` cores beside a 0.2 s timing."""
+    readings = iter([100.0, 100.0 + 0.2 * others_cores])
+    monkeypatch.setattr(precision, "_machine_cpu_seconds", lambda: next(readings))
+    monkeypatch.setattr(precision, "_own_cpu_seconds", lambda: 5.0)  # this process: no CPU time of its own
+
+
+def _slow_fake(speedup: float, calls: list):
+    def timer(device, width):
+        calls.append(width)
+        import time
+        time.sleep(0.2)
+        return speedup, 0.2
+
+    return timer
+
+
+def test_a_timing_on_a_busy_machine_decides_this_run_only(monkeypatch):
+    """A verdict measured beside 1.5 busy cores is used, said, and measured again next time."""
+    calls: list = []
+    _machine_clock(monkeypatch, 1.5)
+    busy = precision.choose_precision(CPU, 384, timer=_slow_fake(0.7, calls))
+    assert busy.precision == "fp32" and not busy.cached
+    assert "other processes kept 1.5 cores busy, so not cached: measured again next run" in busy.reason
+    _machine_clock(monkeypatch, 0.0)
+    quiet = precision.choose_precision(CPU, 384, timer=_slow_fake(1.8, calls))
+    assert quiet.precision == "bf16" and not quiet.cached and calls == [384, 384]  # measured again, then cached
+    assert precision.choose_precision(CPU, 384, timer=_slow_fake(0.5, calls)).cached and calls == [384, 384]
+
+
+def test_other_processes_load_is_measured_from_the_machine():
+    """A real reading: a timing that only sleeps leaves the machine's other load >= 0, finite."""
+    import time
+    value, others = precision.timed_with_others(lambda: time.sleep(0.2) or 1.0)
+    assert value == 1.0
+    assert others is None or (0.0 <= others < 64)
