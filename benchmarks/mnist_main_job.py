@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -23,6 +22,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from vitlab.utils.precision import cpu_facts
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,6 +70,9 @@ def main() -> None:
     best = next(r for r in epochs if r["epoch"] == test["epoch"])  # the epoch whose checkpoint was scored
     metric = "ema_val_top1" if "ema_val_top1" in best else "val_top1"
     knn = knn_accuracy(3)
+    cpu = cpu_facts()
+    chosen = [line.strip() for line in (res.stdout + res.stderr).splitlines()
+              if line.startswith("precision auto ->")]
     lines = [
         "# MNIST main job: measured",
         "",
@@ -78,9 +82,10 @@ def main() -> None:
         "checkpoint with the best validation top-1 (of the EMA weights: checkpoint.best_metric) is scored",
         "once on the 10,000 MNIST test digits, which choose nothing. No image is in two of the three sets.",
         "",
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads.",
+        f"Machine: {cpu['cpu']} ({', '.join(cpu['flags']) or 'no bf16 flags'}), {os.cpu_count()} CPU cores, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads.",
         "",
+        *([f"The run's precision: `{chosen[0]}`.", ""] if chosen else []),
         "| model | test top-1 | test top-5 | chosen at (on val) | wall (train + eval) |",
         "|---|---|---|---|---|",
         f"| vitlab recipe `{args.config}` | **{test['test_top1']:.2f}%** | {test['test_top5']:.2f}% | epoch "
