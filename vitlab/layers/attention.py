@@ -5,9 +5,11 @@ matrix kept). When anyone needs the attention probabilities, the explicit path c
 ``softmax(q k^T / sqrt(d))`` in the named submodule :attr:`Attention.attend`, whose output a
 forward hook can read. The explicit path is taken automatically when a hook is registered on
 ``attend`` (this is how the one recorder, :mod:`vitlab.layers.recorder`, captures maps for
-``forward_intermediates(return_attn=True)`` and :mod:`vitlab.analysis`), when a bf16 training step
-runs on the CPU (where the fused kernel's backward is slow: :func:`_fused_backward_is_slow`), or
-always when ``fused`` is False. Both paths compute the same function.
+``forward_intermediates(return_attn=True)`` and :mod:`vitlab.analysis`), or always when
+``fused`` is False. Both paths compute the same function. A bf16 training step on the CPU, where
+the fused kernel's backward is slow (:func:`_fused_backward_is_slow`), runs the explicit path's
+operations instead: as they are where the maps are small, through :mod:`vitlab.layers.recomputed_attention`
+(nothing T x T kept for the backward) where they are large (:meth:`Attention.attention_path`).
 
 Subclasses (DeepViT's re-attention) change what happens to the probabilities by overriding
 :meth:`Attention.transform_attn`; they are still found by ``isinstance(m, Attention)``.
@@ -24,8 +26,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from vitlab.layers.attention_base import AttentionBase, MapsSource
+from vitlab.layers.recomputed_attention import RecomputedAttention
 
 MIXING_SUBMODULES = ("reattend", "reattn")  # names under which a layer may expose its head mixing
+# bf16 CPU training recomputes the maps rather than keep them above this size a layer (6 bytes an
+# entry: ViT-S/16 at batch 32 ~45 MiB): measured on the AMD EPYC host, recomputing cost ViT-S/16
+# ~2% of its step and the small recipes' ViTs (under 10 MiB at batch 128) 2-8%, for memory they
+# do not need.
+RECOMPUTE_ABOVE_BYTES = 16 * 2**20
 
 
 class _SplitHeads(torch.autograd.Function):
@@ -122,19 +130,36 @@ class Attention(AttentionBase):
         """q, k, v: (B, H, T, hd) -> softmax(logits) v, (B, H, T, hd), in one fused kernel."""
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
 
-    def _takes_explicit_path(self, x: torch.Tensor) -> bool:
-        """True when the maps are wanted, a subclass transforms them, or the fused kernel is the slow one."""
-        return (self.wants_maps() or type(self).transform_attn is not Attention.transform_attn
-                or _fused_backward_is_slow(x, self.training))
+    def attention_path(self, x: torch.Tensor) -> str:
+        """Which computation ``forward(x)`` runs: "fused", "explicit" or "recomputed" (same function).
+
+        "explicit" when the maps are wanted or a subclass transforms them; "fused" unless a bf16
+        training step runs on the CPU, where the fused kernel's backward is slow
+        (:func:`_fused_backward_is_slow`). There plain attention (no subclass logits, no dropout
+        on the maps) whose maps would keep more than :data:`RECOMPUTE_ABOVE_BYTES` a layer runs
+        the explicit path's operations without keeping them (:class:`RecomputedAttention`), and
+        the rest the explicit path, the faster of the two when the maps are small.
+        """
+        if self.wants_maps() or type(self).transform_attn is not Attention.transform_attn:
+            return "explicit"
+        if not _fused_backward_is_slow(x, self.training):
+            return "fused"
+        B, T, _ = x.shape
+        plain = type(self).logits is Attention.logits and self.attn_drop.p == 0
+        return "recomputed" if plain and 6 * B * self.num_heads * T * T > RECOMPUTE_ABOVE_BYTES else "explicit"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, T, D) -> (B, T, D)."""
         B, T, D = x.shape
-        if self._takes_explicit_path(x):
+        path = self.attention_path(x)
+        if path != "fused":
             qkv = self.qkv(x).reshape(B, T, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
             # One copy makes q, k, v contiguous: batched matmuls on the permuted views are ~1.35x
             # slower on the CPU (measured), which made capturing the maps cost more than it must.
             q, k, v = qkv.contiguous().unbind(0)  # each (B, H, T, hd)
+        if path == "recomputed":
+            out = RecomputedAttention.apply(q, k, v, self.scale)
+        elif path == "explicit":
             logits = self.logits(q, k)  # (B, H, T, T)
             # bf16 / fp16 logits go through the softmax in fp32, as CUDA autocast and the fused kernel
             # run it (CPU autocast would keep their 8-bit mantissa), then back for the product with v;
@@ -154,7 +179,10 @@ class Attention(AttentionBase):
 
 
 def _fused_backward_is_slow(x: torch.Tensor, training: bool) -> bool:
-    """True when a bf16 training step runs on the CPU: there the explicit path is the faster one.
+    """True when a bf16 training step runs on the CPU: there the fused kernel's backward is the slow one.
+
+    The step then runs the explicit path's operations, kept or recomputed
+    (:meth:`Attention.attention_path`).
 
     The CPU flash-attention kernel's bf16 backward runs ~10x its own fp32 time at ViT token
     counts (torch 2.14, 2 AMX cores: 48 against 4.5 ms a call for the CIFAR recipe's 64 tokens),
@@ -164,7 +192,8 @@ def _fused_backward_is_slow(x: torch.Tensor, training: bool) -> bool:
     MNIST recipe's and 1.2-1.6x for ViT-S/16 at 224, and so makes bf16 training faster than fp32
     where it was slower (docs/benchmarks.md). On an AMD EPYC host with avx512_bf16 and no AMX
     (2026-12-02, batch 64, median of 7 rounds) the same held: the fused bf16 step ran 0.93x / 0.86x
-    the fp32 one (CIFAR / MNIST recipe's ViT), the explicit bf16 step 1.69x / 1.79x. Both paths
+    the fp32 one (CIFAR / MNIST recipe's ViT) in two runs 0.93x / 0.73-0.86x, the explicit bf16
+    step 1.66-1.69x / 1.46-1.79x (benchmarks/attention_path.py). Both paths
     compute the same function; inference keeps the fused kernel (its bf16 forward is not slow).
     """
     if not (training and torch.is_grad_enabled() and x.device.type == "cpu"):
