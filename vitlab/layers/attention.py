@@ -8,8 +8,9 @@ forward hook can read. The explicit path is taken automatically when a hook is r
 ``forward_intermediates(return_attn=True)`` and :mod:`vitlab.analysis`), or always when
 ``fused`` is False. Both paths compute the same function. A bf16 training step on the CPU, where
 the fused kernel's backward is slow (:func:`_fused_backward_is_slow`), runs the explicit path's
-operations instead: as they are where the maps are small, through :mod:`vitlab.layers.recomputed_attention`
-(nothing T x T kept for the backward) where they are large (:meth:`Attention.attention_path`).
+operations instead: as they are where the maps are small, and through
+:mod:`vitlab.layers.recomputed_attention` (nothing T x T kept for the backward) where they are
+large (:meth:`Attention.attention_path`).
 
 Subclasses (DeepViT's re-attention) change what happens to the probabilities by overriding
 :meth:`Attention.transform_attn`; they are still found by ``isinstance(m, Attention)``.
@@ -30,9 +31,9 @@ from vitlab.layers.recomputed_attention import RecomputedAttention
 
 MIXING_SUBMODULES = ("reattend", "reattn")  # names under which a layer may expose its head mixing
 # bf16 CPU training recomputes the maps rather than keep them above this size a layer (6 bytes an
-# entry: ViT-S/16 at batch 32 ~45 MiB): measured on the AMD EPYC host, recomputing cost ViT-S/16
-# ~2% of its step and the small recipes' ViTs (under 10 MiB at batch 128) 2-8%, for memory they
-# do not need.
+# entry: ViT-S/16 at batch 32 ~45 MiB): measured on the AMD EPYC host (benchmarks/attention_path.py),
+# recomputing cost ViT-S/16 0-2% of its step and the small recipes' ViTs (under 10 MiB at batch
+# 128) 6-8%, for memory they do not need.
 RECOMPUTE_ABOVE_BYTES = 16 * 2**20
 
 
