@@ -15,27 +15,30 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
 
 import vitlab.layers.attention as attention
-import vitlab.models  # noqa: F401  (registers the presets)
-from vitlab.registry import build_model
+from vitlab.api import create_model
+from vitlab.config import read_yaml
+
+RECIPES = Path(__file__).resolve().parents[1] / "vitlab" / "recipes"
 
 _ROWS = [("fp32", "fused"), ("bf16", "fused"), ("bf16", "explicit"), ("bf16", "recomputed")]
 
 
 def recipe_models(vit_s: bool) -> list[tuple[str, nn.Module, tuple[int, ...], int | None]]:
-    """The CIFAR and MNIST recipes' models (configs/cifar10.yaml, configs/mnist.yaml), 10 classes;
-    ViT-S/16 at 224 (batch 32) with ``vit_s``. The last field is a batch that overrides --batch."""
-    cifar = build_model("vit_pico_patch4_32", stem="conv", stem_args={"channels": [48, 96], "extra": 1}, embed_dim=96,
-                        depth=4, num_heads=3, mlp_dim=192, class_token=False, global_pool="avg", num_classes=10)
-    mnist = build_model("vit_nano_convstem_patch4_28", drop_path_rate=0.05,
-                        stem_args={"channels": [48, 96], "extra": 1}, depth=3, class_token=False, global_pool="avg", num_classes=10)
-    models = [("cifar10 recipe", cifar, (3, 32, 32), None), ("mnist recipe", mnist, (1, 28, 28), None)]
+    """The CIFAR and MNIST recipes' models as their configs/*.yaml build them, 10 classes; ViT-S/16
+    at 224 (batch 32) with ``vit_s``. The last field is a batch that overrides --batch."""
+    models: list[tuple[str, nn.Module, tuple[int, ...], int | None]] = []
+    for recipe, shape in (("cifar10", (3, 32, 32)), ("mnist", (1, 28, 28))):
+        cfg = read_yaml(RECIPES / f"{recipe}.yaml")
+        model = create_model(cfg["model"], **{**cfg.get("model_args", {}), "num_classes": 10})
+        models.append((f"{recipe} recipe", model, shape, None))
     if vit_s:
-        models.append(("vit_small_patch16_224", build_model("vit_small_patch16_224"), (3, 224, 224), 32))
+        models.append(("vit_small_patch16_224", create_model("vit_small_patch16_224"), (3, 224, 224), 32))
     return models
 
 

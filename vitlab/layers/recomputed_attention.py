@@ -57,10 +57,11 @@ class RecomputedAttention(torch.autograd.Function):
         q, k, v = ctx.saved_tensors
         scale = ctx.scale
         dq, dk, dv = (torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in (q, k, v))
+        grad_out = grad_out.to(q.dtype)  # once, not per slice
         with torch.autocast(q.device.type, enabled=False):
             for s in _slices(q):
                 qs = q[s].contiguous() * scale
-                ks, vs, gs = (t[s].contiguous() for t in (k, v, grad_out.to(q.dtype)))
+                ks, vs, gs = (t[s].contiguous() for t in (k, v, grad_out))
                 p = _probabilities(qs, ks)
                 dp = (gs @ vs.transpose(-2, -1)).float()
                 dl = torch._softmax_backward_data(dp, p, -1, p.dtype).to(q.dtype)  # autograd's softmax gradient
