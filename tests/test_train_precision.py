@@ -106,7 +106,7 @@ def test_train_records_the_choice_and_resume_keeps_it(tmp_path, monkeypatch, dig
     assert yaml.safe_load((out / "config.yaml").read_text())["precision"] == "bf16"
     # on resume the run's own choice stands, even where a new timing would now say fp32
     monkeypatch.setattr(tp, "measure_train_speedup", lambda *a: calls.append("again") or 0.5)
-    (tmp_path / "cache" / "precision.json").unlink(missing_ok=True)  # absent where the check ran on a busy machine
+    (tmp_path / "cache" / "precision.json").unlink()
     said.clear()
     train(cfg, out, resume=True, progress=False, echo=said.append)
     assert calls == [16] and not any(s.startswith("precision auto") for s in said)
@@ -137,6 +137,6 @@ def test_a_real_check_leaves_the_run_bit_identical(tmp_path, monkeypatch, digit_
     # negative control: the same check on the model itself instead of a copy moves its BatchNorm
     # statistics (the RNG alone would not show: the engine reseeds every epoch)
     monkeypatch.setattr(tp, "copy", types.SimpleNamespace(deepcopy=lambda m: m))
-    (tmp_path / "cache" / "precision.json").unlink(missing_ok=True)  # absent where the check ran on a busy machine
+    (tmp_path / "cache" / "precision.json").unlink()
     unforked = _smoke(digit_folder, tmp_path / "unforked", "auto")
     assert not all(torch.equal(fp32[k], unforked[k]) for k in fp32)

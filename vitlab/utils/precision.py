@@ -8,9 +8,7 @@ under bf16 autocast and in fp32, interleaved over rounds, median of the per-roun
 
 The verdict is cached per machine in ``$VITLAB_CACHE/precision.json`` (default
 ``~/.cache/vitlab``), keyed by everything that changes the answer: CPU model and its bf16-related
-flags, GPU name, torch version, thread count and the width measured. A timing taken while other
-processes kept more than :data:`MAX_OTHER_CORES` of the CPU busy decides this run only and is
-not cached (:func:`timed_with_others`): a loaded machine can reverse the verdict.
+flags, GPU name, torch version, thread count and the width measured.
 """
 
 from __future__ import annotations
@@ -35,11 +33,6 @@ from vitlab.utils.atomic import atomic_write
 MIN_SPEEDUP = 1.15
 # The CPU flags that decide bf16 speed; recorded in the cache key and in the bench's machine record.
 BF16_FLAGS = ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_fp16", "avx2")
-# Other processes' CPU use during the timing, in cores, above which the verdict is not cached: the
-# CIFAR recipe's training check measured bf16 at 0.70x fp32 beside another 2-thread benchmark on 2
-# cores, against 1.55x quiet, and a cached 0.70x kept every later run in fp32.
-MAX_OTHER_CORES = 0.5
-_MIN_WINDOW_S = 0.05  # shorter timings (the tests' fake timers) say nothing about the machine's load
 _TOKENS = 256  # rows of the timed product: about one 224x224 image's tokens (197)
 
 Timer = Callable[[torch.device, int], tuple[float, float]]
@@ -146,56 +139,17 @@ def measured_choice(device: torch.device, key: str, measure: Callable[[], float]
     path = cache_file()
     table = read_cache(path)
     cached = key in table
-    if cached:
-        speedup, others = float(table[key]), None
-    else:  # the CPU's load only: a GPU's timing does not share the cores
-        speedup, others = timed_with_others(measure) if device.type == "cpu" else (measure(), None)
-    busy = others is not None and others > MAX_OTHER_CORES
-    if not cached and not busy:
+    speedup = float(table[key]) if cached else measure()
+    if not cached:
         table[key] = speedup
         write_cache(path, table)
     where = "this GPU" if device.type == "cuda" else "this CPU"
     how = f"measured, cached in {path}" if not cached else f"cached measurement from {path}"
-    if busy:
-        how = f"measured while other processes kept {others:.1f} cores busy, so not cached: measured again next run"
     if speedup >= threshold:
         return PrecisionChoice("bf16", speedup, cached,
                                f"precision auto -> bf16: {what} {speedup:.2f}x fp32 on {where} ({how})")
     return PrecisionChoice("fp32", speedup, cached, f"precision auto -> fp32: {what} {speedup:.2f}x fp32 on {where}, "
                                                     f"below the {threshold}x needed to switch ({how})")
-
-
-def timed_with_others(measure: Callable[[], float]) -> tuple[float, float | None]:
-    """``measure()``, and the CPU cores other processes kept busy while it ran (None where unknown).
-
-    The machine's busy time comes from ``/proc/stat`` (Linux), this process's own from
-    :func:`os.times`; their difference over the wall time is everyone else's load. Unknown
-    (None) off Linux and for timings under :data:`_MIN_WINDOW_S`.
-    """
-    t0, all0, own0 = time.perf_counter(), _machine_cpu_seconds(), _own_cpu_seconds()
-    value = measure()
-    wall = time.perf_counter() - t0
-    all1 = _machine_cpu_seconds()
-    if all0 is None or all1 is None or wall < _MIN_WINDOW_S:
-        return value, None
-    return value, max(0.0, (all1 - all0 - (_own_cpu_seconds() - own0)) / wall)
-
-
-def _machine_cpu_seconds() -> float | None:
-    """CPU seconds all processes have run since boot (user + nice + system + irq + softirq + steal)."""
-    try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
-        ticks = [int(v) for v in fields[1:9]]
-    except (OSError, ValueError):
-        return None
-    if len(ticks) < 8:
-        return None
-    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # minus idle and iowait
-
-
-def _own_cpu_seconds() -> float:
-    t = os.times()
-    return t.user + t.system
 
 
 def read_cache(path: Path) -> dict[str, float]:
