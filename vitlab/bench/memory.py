@@ -14,13 +14,13 @@ so it can under-state a step that reuses memory a previous step freed. Elsewhere
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import gc
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+from vitlab.utils.cpu_memory import trim_heap
 
 CPU_METHOD = ("CPU: VmHWM - VmRSS of this process around one step (high-water mark reset via "
               "/proc/self/clear_refs after malloc_trim)")
@@ -33,15 +33,6 @@ def _status_kib(field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise OSError(f"{field} not in {_STATUS}")
-
-
-def _trim_heap() -> None:
-    # Return freed heap pages to the OS so the next step's use of them shows in the RSS.
-    name = ctypes.util.find_library("c")
-    if name:
-        libc = ctypes.CDLL(name)
-        if hasattr(libc, "malloc_trim"):
-            libc.malloc_trim(0)
 
 
 def cpu_peak_supported() -> bool:
@@ -67,7 +58,7 @@ def step_peak_mib(step: Callable[[object], object], make_input: Callable[[], obj
         return (torch.cuda.max_memory_allocated(device) - before) / 2**20
     if device.type != "cpu" or not cpu_peak_supported():
         return None
-    _trim_heap()
+    trim_heap()  # freed heap pages go back to the OS, so the step's reuse of them shows in the RSS
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM := current VmRSS
     before = _status_kib("VmRSS")
     step(batch)

@@ -43,6 +43,7 @@ from vitlab.engine.sync_bn import convert_sync_batchnorm
 from vitlab.engine.tracking import TensorBoard, write_plots
 from vitlab.errors import ConfigError
 from vitlab.engine.task import Task
+from vitlab.utils.cpu_memory import kept_cpu_memory
 
 OptimizerFactory = Callable[[nn.Module], torch.optim.Optimizer]
 ScheduleFactory = Callable[[torch.optim.Optimizer, int], torch.optim.lr_scheduler.LambdaLR]
@@ -202,7 +203,7 @@ def fit(task: Task, model: nn.Module, settings: EngineSettings, make_optimizer: 
          f"{task.describe()}; device {device}, {settings.precision}"
          + (f", {info.world_size} processes" if info.enabled else ""))
     t_start = time.perf_counter()
-    with StopRequest() as stop:
+    with StopRequest() as stop, kept_cpu_memory(device, echo):
         exit_code = _epochs(ss, st, stop)
     ss.tb.close()
     if info.is_main:
