@@ -22,6 +22,15 @@ smoothing 0.1, clipping at norm 1 (the CIFAR recipe's optimiser), constant lr. T
 both over the same steps are printed side by side. Peak memory: one more step each, outside the
 timed rounds (:mod:`vitlab.bench.memory` says how it is measured).
 
+Memory policy (``--memory``): ``vitlab train`` keeps freed CPU memory in the process for the next
+step (:mod:`vitlab.utils.cpu_memory`: no page faults on each step's fresh activations); timm's
+``train.py`` leaves glibc's default. In one process both steps share one policy (``default``
+unless ``--memory kept``). ``--processes`` runs each library in its own process, started the same
+way and driven round by round from here (one step at a time, the order alternating), so that each
+runs under its own tool's policy (``--memory as-run``, the default there): the comparison of what a
+user of either tool gets. ``--processes --memory default`` (or ``kept``) is the control: the same
+policy in both processes.
+
 ``cifar`` is the transformer of ``vitlab/recipes/cifar10.yaml`` (width 96, 4 blocks, 3 heads, MLP
 192, average pooling, no class token) on the ViT paper's patch-4 stem at batch 128: the recipe's
 convolutional stem has no timm equivalent. ``--loader`` measures the recipe's own training loader
@@ -35,10 +44,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +64,7 @@ from vitlab.engine.loop import EpochTotals, StepOptions, train_one_epoch
 from vitlab.engine.nonfinite import NonFiniteGuard
 from vitlab.engine.optim import build_optimizer
 from vitlab.tasks.classification import ClassificationTask
+from vitlab.utils.cpu_memory import kept_cpu_memory
 from vitlab.weights.convert_timm import build_timm, export_state
 
 LR, WD, SMOOTH, CLIP = 1e-3, 0.05, 0.1, 1.0
@@ -63,6 +75,8 @@ MODELS: dict[str, tuple[str, dict[str, Any], int]] = {  # name -> (vitlab model,
 }
 Batch = tuple[torch.Tensor, torch.Tensor]
 Step = Callable[[Batch], float]
+CPU = torch.device("cpu")
+AS_RUN = {"vitlab": "kept", "timm": "default"}  # each tool's own policy: vitlab train's, timm train.py's
 
 
 def load() -> str:
@@ -149,40 +163,108 @@ def timed(step: Step, batch: Batch) -> tuple[float, float]:
     return time.perf_counter() - start, loss
 
 
-def race(steps: dict[str, Step], data: list[Batch]) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """Seconds (rounds after the first) and losses (every round) per step, one step each per round, order alternating."""
+def race(steps: dict[str, Callable[[Any], tuple[float, float]]], data: Sequence[Any]
+         ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Seconds (rounds after the first) and losses (every round) per step, one step each per round, order alternating.
+
+    ``steps[name](item)`` runs one step on ``data[round]`` and returns (seconds, loss).
+    """
     times: dict[str, list[float]] = {k: [] for k in steps}
     losses: dict[str, list[float]] = {k: [] for k in steps}
     names = list(steps)
-    for r, batch in enumerate(data):
+    for r, item in enumerate(data):
         for name in names if r % 2 == 0 else names[::-1]:
-            seconds, loss = timed(steps[name], batch)
+            seconds, loss = steps[name](item)
             losses[name].append(loss)
             if r > 0:  # round 0 is warm-up
                 times[name].append(seconds)
     return times, losses
 
 
-def measure_model(key: str, rounds: int, compile: bool = False, precision: str = "fp32") -> dict[str, Any]:
-    """Images/s, per-round ratio, peak memory and both loss curves for one model of :data:`MODELS`."""
+def _policy(memory: str) -> Any:
+    """The context a step runs in under memory policy ``memory`` (kept: as vitlab's engine sets it on the CPU)."""
+    return kept_cpu_memory(CPU) if memory == "kept" else nullcontext()
+
+
+def _steps(key: str, framework: str, compile: bool, precision: str) -> tuple[Step, str, float, tuple[int, ...], int]:
+    """One library's step for model ``key``; timm's optimizer line, the logit check, the batch shape, the classes."""
     name, kwargs, batch = MODELS[key]
     ours, peer, diff = build_pair(name, kwargs)
     classes = ours.config.num_classes
     t_step, t_opt = timm_step(peer, precision)
-    steps = {"vitlab": vitlab_step(ours, classes, compile, precision), "timm": t_step}
-    shape = (batch, 3, *ours.config.img_size)
+    step = vitlab_step(ours, classes, compile, precision) if framework == "vitlab" else t_step
+    return step, t_opt, diff, (batch, 3, *ours.config.img_size), classes
+
+
+def worker(conn: Any, key: str, framework: str, compile: bool, precision: str, memory: str, rounds: int) -> None:
+    """One library's step in a process of its own, driven over ``conn``: ("step", round) -> (seconds, loss), ("peak",) -> MiB."""
+    step, t_opt, diff, shape, classes = _steps(key, framework, compile, precision)
+    data, extra = batches(shape, classes, rounds + 1), batches(shape, classes, 1)[0]
+    conn.send((t_opt, diff))
+    with _policy(memory):
+        for msg in iter(conn.recv, ("stop",)):
+            conn.send(timed(step, data[msg[1]]) if msg[0] == "step" else step_peak_mib(step, lambda: extra, CPU))
+
+
+def measure_separate(key: str, rounds: int, compile: bool, precision: str, memory: dict[str, str]
+                     ) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, float | None], str, float]:
+    """:func:`race` with each library in its own process under ``memory[library]``; times, losses, peaks, timm's optimizer, logit diff."""
+    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter each, as a user's run starts
+    conns, procs = {}, []
+    for fw in ("vitlab", "timm"):
+        here, there = ctx.Pipe()
+        procs.append(ctx.Process(target=worker, args=(there, key, fw, compile, precision, memory[fw], rounds)))
+        procs[-1].start()
+        conns[fw] = here
+    t_opt, diff = [c.recv() for c in conns.values()][-1]
+    try:
+        def remote(fw: str) -> Callable[[int], tuple[float, float]]:
+            return lambda r: (conns[fw].send(("step", r)), conns[fw].recv())[1]
+
+        times, losses = race({fw: remote(fw) for fw in conns}, range(rounds + 1))
+        peaks = {}
+        for fw, c in conns.items():
+            c.send(("peak",))
+            peaks[fw] = c.recv()
+    finally:
+        for c in conns.values():
+            c.send(("stop",))
+        for p in procs:
+            p.join()
+    return times, losses, peaks, t_opt, diff
+
+
+def measure_model(key: str, rounds: int, compile: bool = False, precision: str = "fp32", memory: str = "default",
+                  processes: bool = False) -> dict[str, Any]:
+    """Images/s, per-round ratio, peak memory and both loss curves for one model of :data:`MODELS`.
+
+    ``memory``: the CPU memory policy, ``default`` or ``kept`` for both steps, or ``as-run`` (each
+    tool's own, :data:`AS_RUN`; only with ``processes``, each library in its own process).
+    """
+    name, kwargs, batch = MODELS[key]
+    policy = AS_RUN if memory == "as-run" else {"vitlab": memory, "timm": memory}
     before = load()
-    times, losses = race(steps, batches(shape, classes, rounds + 1))
+    if processes:
+        times, losses, peaks, t_opt, diff = measure_separate(key, rounds, compile, precision, policy)
+    else:
+        if memory == "as-run":
+            raise SystemExit("--memory as-run needs --processes: one process has one memory policy")
+        step, t_opt, diff, shape, classes = _steps(key, "vitlab", compile, precision)
+        t_step = _steps(key, "timm", compile, precision)[0]
+        steps = {"vitlab": step, "timm": t_step}
+        with _policy(memory):
+            times, losses = race({k: (lambda b, s=s: timed(s, b)) for k, s in steps.items()},
+                                 batches(shape, classes, rounds + 1))
+            extra = batches(shape, classes, 1)[0]
+            peaks = {k: step_peak_mib(s, lambda: extra, CPU) for k, s in steps.items()}
     ratios = per_round_ratios(times["timm"], times["vitlab"])
-    extra = batches(shape, classes, 1)[0]
-    memory = {k: step_peak_mib(s, lambda: extra, torch.device("cpu")) for k, s in steps.items()}
     curve_diff = max(abs(a - b) for a, b in zip(losses["vitlab"], losses["timm"]))
     return {"model": name, "args": kwargs, "batch": batch, "rounds": rounds, "logit_diff": diff, "compile": compile,
-            "precision": precision,
+            "precision": precision, "processes": processes, "memory_policy": policy,
             "timm_optimizer": t_opt, "load_before": before, "load_after": load(),
             "images_per_s": {k: batch / statistics.median(v) for k, v in times.items()},
             "ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
-            "ratios": ratios, "peak_mib": memory, "memory_method": memory_method(torch.device("cpu")),
+            "ratios": ratios, "peak_mib": peaks, "memory_method": memory_method(CPU),
             "losses": losses, "max_loss_diff": curve_diff}
 
 
@@ -193,6 +275,8 @@ def print_model(r: dict[str, Any]) -> None:
     print(f"\n{r['model']} {r['args'] or ''} batch {r['batch']}{compiled}, {r['precision']}, {r['rounds']} rounds after 1 warm-up "
           f"(logits vs timm on the same weights: max diff {r['logit_diff']:.1e})")
     print(f"  {r['load_before']} before, {r['load_after']} after (a shared machine)")
+    where = "each in its own process" if r["processes"] else "both in this process"
+    print(f"  {where}; CPU memory policy: vitlab {r['memory_policy']['vitlab']}, timm {r['memory_policy']['timm']}")
     print(f"  images/s: vitlab {ips['vitlab']:.1f}, timm {ips['timm']:.1f}; vitlab/timm per-round median "
           f"{r['ratio_median']:.3f}x (min {r['ratio_min']:.3f}, max {r['ratio_max']:.3f})")
     print(f"  timm's optimizer: {r['timm_optimizer']}")
@@ -235,8 +319,9 @@ def measure_loader(folder: str, batch: int = 128, batches_n: int = 60, workers: 
     del it
     step = vitlab_step(model, 10)
     data = batches((batch, 3, 32, 32), 10, 6)
-    step(data[0])
-    train_rate = batch / statistics.median(timed(step, b)[0] for b in data[1:])
+    with _policy("kept"):  # as vitlab train runs its steps on the CPU
+        step(data[0])
+        train_rate = batch / statistics.median(timed(step, b)[0] for b in data[1:])
     return {"folder": folder, "workers": workers, "batch": batch, "loader_images_per_s": loader_rate,
             "train_images_per_s": train_rate, "ratio": loader_rate / train_rate, "load_before": before,
             "load_after": load()}
@@ -251,13 +336,19 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="vitlab's step through torch.compile (compile: true)")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                         help="both steps in this precision (bf16: CPU autocast in both)")
+    parser.add_argument("--processes", action="store_true",
+                        help="each library in its own process, driven round by round from this one")
+    parser.add_argument("--memory", choices=("default", "kept", "as-run"), default=None,
+                        help="CPU memory policy: the same for both, or as-run (each tool's own; needs --processes); "
+                             "default: as-run with --processes, else default")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; {args.precision}")
     out: dict[str, Any] = {"models": [], "loader": None}
     for key in [k for k in args.models.split(",") if k and k != "none"]:
         if key not in MODELS:
             raise SystemExit(f"--models: {key!r} is not one of {', '.join(MODELS)}")
-        out["models"].append(measure_model(key, args.rounds, args.compile, args.precision))
+        memory = args.memory or ("as-run" if args.processes else "default")
+        out["models"].append(measure_model(key, args.rounds, args.compile, args.precision, memory, args.processes))
         print_model(out["models"][-1])
     if args.loader:
         r = out["loader"] = measure_loader(args.loader)
